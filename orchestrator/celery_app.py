@@ -1,0 +1,106 @@
+"""Build the Celery app from ``celeryconfig`` and the settings, with the report listener."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init
+from redis.exceptions import RedisError
+
+from .config import ConfigError, Settings, load_settings
+from .db import dispose_all
+from .rendezvous import REPORT_CHANNEL, Rendezvous, get_redis
+
+log = logging.getLogger(__name__)
+
+
+def create_celery(settings: Settings) -> Celery:
+    """Return a Celery app for these settings."""
+    app = Celery("orchestrator")
+    app.config_from_object("celeryconfig")
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        beat_schedule={
+            "housekeeping": {
+                "task": "orchestrator.housekeeping",
+                "schedule": settings.housekeeping_interval_seconds,
+                "options": {"expires": settings.housekeeping_interval_seconds},
+            }
+        },
+        orchestrator_settings=settings,
+    )
+    app.steps["worker"].add(ReportListener)
+    return app
+
+
+def celery_from_environment() -> Celery:
+    """Load the settings from the environment; exit with one line if they are wrong."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if settings.dev_defaults_used:
+        print(
+            "APP_ENV=development: using local defaults for "
+            + ", ".join(settings.dev_defaults_used),
+            file=sys.stderr,
+        )
+    return create_celery(settings)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A forked pool process must not share its parent's database sockets.
+    dispose_all()
+
+
+class ReportListener(bootsteps.StartStopStep):
+    """Wake a waiting job as soon as its report is announced on the pub/sub channel.
+
+    The waiting chain only polls as a safety net; this listener sends ``finalize`` the
+    moment the callback publishes. One listener per worker; a Redis key lets only one of
+    them act on each announcement.
+    """
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        self._thread = threading.Thread(
+            target=self._run, args=(worker.app,), name="report-listener", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3)
+
+    def _run(self, app: Celery) -> None:
+        settings: Settings = app.conf["orchestrator_settings"]
+        client = get_redis(settings.redis_url)
+        rendezvous = Rendezvous(client)
+        while not self._stop.is_set():
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(REPORT_CHANNEL)
+                try:
+                    while not self._stop.is_set():
+                        message = pubsub.get_message(timeout=1.0)
+                        if message and message["type"] == "message":
+                            job_id = message["data"].decode()
+                            if rendezvous.claim_wake(job_id):
+                                app.send_task("orchestrator.finalize", args=(job_id,))
+                finally:
+                    pubsub.close()
+            except (RedisError, OSError) as exc:
+                log.warning("report listener lost Redis (%s); retrying", type(exc).__name__)
+                self._stop.wait(1.0)

@@ -1,0 +1,168 @@
+"""Read the environment once into one typed settings object (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A required setting is missing or invalid; the message names the variable."""
+
+
+DEV_DEFAULTS: dict[str, str] = {
+    "ROBOT_URL": "http://127.0.0.1:8090",
+    "ROBOT_CALLBACK_SECRET": "development-only-callback-secret",
+    "PUBLIC_URL": "http://127.0.0.1:5000",
+    "API_TOKENS": "dev-token",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the processes read, typed, with the contract's defaults."""
+
+    app_env: str = "production"
+    database_url: str = "sqlite:///orchestrator.db"
+    redis_url: str = "redis://localhost:6379/0"
+    celery_broker_url: str = ""
+    robot_url: str = ""
+    robot_api_token: str | None = field(default=None, repr=False)
+    robot_callback_secret: str = field(default="", repr=False)
+    public_url: str = ""
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    robot_seconds_per_item: float = 30.0
+    robot_deadline_margin_seconds: float = 300.0
+    robot_settle_seconds: float = 2.0
+    robot_dispatch_timeout_seconds: float = 30.0
+    max_batch_size: int = 500
+    max_body_bytes: int = 2_097_152
+    port: int = 5000
+    # Not in the contract: operational knobs with safe defaults (README, "Operations").
+    housekeeping_interval_seconds: float = 15.0
+    rekick_after_seconds: float = 120.0
+    wait_poll_max_seconds: float = 900.0
+    broker_visibility_timeout: int = 7200
+    dev_defaults_used: tuple[str, ...] = ()
+
+    @property
+    def broker_url(self) -> str:
+        """Return the Celery broker URL: the override, else the Redis URL."""
+        return self.celery_broker_url or self.redis_url
+
+    def secrets(self) -> list[str]:
+        """Return every secret value that must never reach a log or a response."""
+        values = [*self.api_tokens, self.robot_api_token or "", self.robot_callback_secret]
+        for url in (self.database_url, self.redis_url, self.broker_url):
+            password = urlsplit(url).password
+            if password:
+                values.append(password)
+        return [v for v in values if v]
+
+
+def _float(name: str, raw: str, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum:g}")
+    return value
+
+
+def _int(name: str, raw: str, minimum: int = 1) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}")
+    return value
+
+
+def _http_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL")
+    return raw.rstrip("/")
+
+
+def normalize_database_url(url: str) -> str:
+    """Rewrite Heroku-style ``postgres://`` URLs for SQLAlchemy 2 and psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "DATABASE_URL": ("database_url", lambda n, v: normalize_database_url(v)),
+    "REDIS_URL": ("redis_url", lambda n, v: v),
+    "CELERY_BROKER_URL": ("celery_broker_url", lambda n, v: v),
+    "ROBOT_URL": ("robot_url", _http_url),
+    "ROBOT_API_TOKEN": ("robot_api_token", lambda n, v: v),
+    "ROBOT_CALLBACK_SECRET": ("robot_callback_secret", lambda n, v: v),
+    "PUBLIC_URL": ("public_url", _http_url),
+    "API_TOKENS": (
+        "api_tokens",
+        lambda n, v: tuple(t.strip() for t in v.split(",") if t.strip()),
+    ),
+    "ROBOT_SECONDS_PER_ITEM": ("robot_seconds_per_item", _float),
+    "ROBOT_DEADLINE_MARGIN_SECONDS": ("robot_deadline_margin_seconds", _float),
+    "ROBOT_SETTLE_SECONDS": ("robot_settle_seconds", _float),
+    "ROBOT_DISPATCH_TIMEOUT_SECONDS": (
+        "robot_dispatch_timeout_seconds",
+        lambda n, v: _float(n, v, minimum=0.001),
+    ),
+    "MAX_BATCH_SIZE": ("max_batch_size", _int),
+    "MAX_BODY_BYTES": ("max_body_bytes", _int),
+    "PORT": ("port", lambda n, v: _int(n, v, minimum=0)),
+    "HOUSEKEEPING_INTERVAL_SECONDS": (
+        "housekeeping_interval_seconds",
+        lambda n, v: _float(n, v, minimum=0.1),
+    ),
+    "REKICK_AFTER_SECONDS": ("rekick_after_seconds", _float),
+    "WAIT_POLL_MAX_SECONDS": ("wait_poll_max_seconds", lambda n, v: _float(n, v, 0.1)),
+    "BROKER_VISIBILITY_TIMEOUT": ("broker_visibility_timeout", _int),
+}
+
+REQUIRED = ("ROBOT_URL", "ROBOT_CALLBACK_SECRET", "PUBLIC_URL", "API_TOKENS")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from a mapping (the process environment by default)."""
+    env = dict(os.environ if environ is None else environ)
+    app_env = env.get("APP_ENV", "production").strip() or "production"
+    if app_env not in ("production", "development"):
+        raise ConfigError("APP_ENV must be 'production' or 'development'")
+    used: list[str] = []
+    if app_env == "development":
+        for name, value in DEV_DEFAULTS.items():
+            if not env.get(name, "").strip():
+                env[name] = value
+                used.append(name)
+    values: dict[str, object] = {"app_env": app_env, "dev_defaults_used": tuple(used)}
+    for name, (attr, parse) in _PARSERS.items():
+        raw = env.get(name, "").strip()
+        if raw:
+            values[attr] = parse(name, raw)
+    for name in REQUIRED:
+        attr = _PARSERS[name][0]
+        if not values.get(attr):
+            raise ConfigError(f"{name} is required (set it, or APP_ENV=development)")
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.wait_poll_max_seconds * 2 > settings.broker_visibility_timeout:
+        raise ConfigError("WAIT_POLL_MAX_SECONDS must be at most half of BROKER_VISIBILITY_TIMEOUT")
+    return settings
+
+
+def settings_from_mapping(overrides: Mapping[str, object]) -> Settings:
+    """Build settings for tests from attribute names, filling development defaults."""
+    base = load_settings({"APP_ENV": "development"})
+    known = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown settings: {sorted(unknown)}")
+    return Settings(**{**base.__dict__, **overrides})  # type: ignore[arg-type]

@@ -1,0 +1,64 @@
+"""Find jobs a crash or a lost Redis left behind, from the database alone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from .models import IdempotencyKey, Job, JobStatus, utcnow
+
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=48)
+
+
+def jobs_to_settle(session: Session, limit: int = 500) -> list[str]:
+    """Return processing jobs with a recorded batch report or a passed deadline."""
+    now = utcnow()
+    rows = session.scalars(
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.PROCESSING,
+            or_(Job.report.is_not(None), Job.deadline <= now),
+        )
+        .order_by(Job.deadline)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def claim_stalled(session: Session, after_seconds: float, limit: int = 200) -> list[str]:
+    """Claim open jobs never dispatched for ``after_seconds``, for their chain to start again.
+
+    Re-sending the chain is safe: the dispatch claim lets only one copy reach the robot.
+    """
+    threshold = utcnow() - timedelta(seconds=after_seconds)
+    last_touch = func.coalesce(Job.kicked_at, Job.created_at)
+    candidates = session.scalars(
+        select(Job.id)
+        .where(
+            Job.status.in_((JobStatus.PENDING, JobStatus.PROCESSING)),
+            Job.dispatched_at.is_(None),
+            last_touch <= threshold,
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+    claimed = []
+    for job_id in candidates:
+        won = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.dispatched_at.is_(None), last_touch <= threshold)
+            .values(kicked_at=utcnow())
+        ).rowcount
+        if won:
+            claimed.append(job_id)
+    return claimed
+
+
+def purge_idempotency_keys(session: Session) -> int:
+    """Delete idempotency keys older than their 48 h lifetime."""
+    cutoff = utcnow() - IDEMPOTENCY_KEY_LIFETIME
+    return session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff)
+    ).rowcount

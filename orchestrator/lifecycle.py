@@ -1,0 +1,241 @@
+"""Every job status transition, each a guarded compare-and-set (CONTRACT §1).
+
+A transition is an ``UPDATE … WHERE status IN (allowed states)``: when another process got
+there first the update matches no row and the transition is refused, never applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .config import Settings
+from .models import (
+    OPEN_JOB_STATUSES,
+    UNREPORTED_ITEM_STATUSES,
+    Item,
+    ItemStatus,
+    Job,
+    JobStatus,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+class JobNotFound(LookupError):
+    """No job has this id."""
+
+
+class TransitionRefused(Exception):
+    """The job's current state does not allow the transition."""
+
+    def __init__(self, job_id: str, status: str, wanted: str) -> None:
+        super().__init__(f"job {job_id} is {status}; cannot become {wanted}")
+        self.status = status
+
+
+def compute_deadline(dispatched_at: datetime, item_count: int, settings: Settings) -> datetime:
+    """Return dispatch time + N * seconds per item + margin."""
+    seconds = item_count * settings.robot_seconds_per_item + settings.robot_deadline_margin_seconds
+    return dispatched_at + timedelta(seconds=seconds)
+
+
+def new_id() -> str:
+    """Return a fresh job or item id."""
+    return str(uuid.uuid4())
+
+
+def create_job(session: Session, orders: Sequence[dict[str, Any]]) -> Job:
+    """Add a pending job with one pending item per order; the caller commits."""
+    job = Job(id=new_id(), status=JobStatus.PENDING, item_count=len(orders), created_at=utcnow())
+    session.add(job)
+    session.add_all(
+        Item(
+            id=new_id(),
+            job_id=job.id,
+            position=position,
+            order_id=order["orderId"],
+            pedido_input=order["pedidoInput"],
+            status=ItemStatus.PENDING,
+            updated_at=job.created_at,
+        )
+        for position, order in enumerate(orders)
+    )
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    """Load a job with its items or raise JobNotFound."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def mark_processing(session: Session, job_id: str) -> bool:
+    """Move a pending job to processing; True while the job is still open and undispatched."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PENDING)
+        .values(status=JobStatus.PROCESSING, marked_at=now)
+    )
+    job = get_job(session, job_id)
+    return job.status == JobStatus.PROCESSING and job.dispatched_at is None
+
+
+@dataclass(frozen=True)
+class DispatchTicket:
+    """What the dispatch step needs once the claim is committed: plain values only."""
+
+    job_id: str
+    deadline: datetime
+    items: list[dict[str, Any]]
+
+
+def claim_dispatch(session: Session, job_id: str, settings: Settings) -> DispatchTicket | None:
+    """Claim the one dispatch of a job; None when it was claimed before or the job closed.
+
+    The claim must be committed before any byte goes to the robot: whoever loses the
+    compare-and-set never sends, so a redelivered message or a second worker cannot
+    dispatch again.
+    """
+    item_count = session.scalar(select(Job.item_count).where(Job.id == job_id))
+    if item_count is None:
+        raise JobNotFound(job_id)
+    now = utcnow()
+    deadline = compute_deadline(now, item_count, settings)
+    claimed = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(OPEN_JOB_STATUSES),
+            Job.dispatched_at.is_(None),
+        )
+        .values(status=JobStatus.PROCESSING, dispatched_at=now, deadline=deadline)
+    ).rowcount
+    if not claimed:
+        return None
+    session.execute(
+        update(Item)
+        .where(Item.job_id == job_id, Item.status == ItemStatus.PENDING)
+        .values(status=ItemStatus.PROCESSING, updated_at=now)
+    )
+    rows = session.execute(
+        select(Item.id, Item.order_id, Item.pedido_input)
+        .where(Item.job_id == job_id)
+        .order_by(Item.position)
+    ).all()
+    items = [{"itemId": r.id, "orderId": r.order_id, "pedidoInput": r.pedido_input} for r in rows]
+    return DispatchTicket(job_id=job_id, deadline=deadline, items=items)
+
+
+def record_dispatch_result(session: Session, job_id: str, result: str) -> None:
+    """Remember what the dispatch request returned (accepted, refused or ambiguous)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.dispatch_result.is_(None))
+        .values(dispatch_result=result)
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a job could not finish, and whether the robot can have received it."""
+
+    reason: str
+    robot_may_have_it: bool | None = None  # None: decided by whether dispatch began
+
+
+def _close(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    error: str | None,
+    item_status: ItemStatus,
+    report: str | None,
+) -> bool:
+    """Compare-and-set the job to a final state, then settle its unreported items."""
+    now = utcnow()
+    guard = Job.report.is_(None) if report is None else Job.report == report
+    closed = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(OPEN_JOB_STATUSES), guard)
+        .values(status=status, error=error, finished_at=now)
+    ).rowcount
+    if not closed:
+        return False
+    session.execute(
+        update(Item)
+        .where(Item.job_id == job.id, Item.status.in_(UNREPORTED_ITEM_STATUSES))
+        .values(status=item_status, updated_at=now)
+    )
+    log.info("job %s %s%s", job.id, status.value, f": {error}" if error else "")
+    return True
+
+
+def finalize(session: Session, job_id: str, failure: Failure | None = None) -> str | None:
+    """Settle an open job from what is known; return its new status, or None if unchanged.
+
+    Precedence (CONTRACT §4): a recorded batch report wins over a dispatch failure and
+    over the deadline; then the given failure; then the deadline. With none of these the
+    job is still waiting and nothing changes.
+    """
+    for _attempt in range(3):
+        job = get_job(session, job_id)
+        if job.status not in OPEN_JOB_STATUSES:
+            return None
+        if job.report == JobStatus.COMPLETED:
+            done = _close(session, job, JobStatus.COMPLETED, None, ItemStatus.UNKNOWN, job.report)
+        elif job.report == JobStatus.FAILED:
+            reason = f"the robot reported the batch failed: {job.report_error or 'no reason'}"
+            done = _close(session, job, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, job.report)
+        elif failure is not None:
+            may_have_it = failure.robot_may_have_it
+            if may_have_it is None:
+                may_have_it = job.dispatched_at is not None
+            item_status = ItemStatus.UNKNOWN if may_have_it else ItemStatus.ERROR
+            done = _close(session, job, JobStatus.FAILED, failure.reason, item_status, None)
+        elif job.deadline is not None and job.deadline <= utcnow():
+            reason = (
+                f"the robot did not report the batch before its deadline "
+                f"({job.deadline.isoformat()}); check the portal before resubmitting"
+            )
+            done = _close(session, job, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, None)
+        else:
+            return None
+        if done:
+            return get_job(session, job_id).status
+        # Lost a race (a report landed, or another process closed the job): look again.
+    return None
+
+
+def cancel(session: Session, job_id: str) -> Job:
+    """Cancel an open job; unreported items become unknown if dispatch began, else error."""
+    job = get_job(session, job_id)
+    now = utcnow()
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))
+        .values(status=JobStatus.CANCELLED, error="cancelled by a client", finished_at=now)
+    ).rowcount
+    if not cancelled:
+        raise TransitionRefused(job_id, get_job(session, job_id).status, "cancelled")
+    # Re-read under the row lock we now hold: a dispatch claim either committed before us
+    # (dispatched_at set) or will find the job closed.
+    job = get_job(session, job_id)
+    item_status = ItemStatus.UNKNOWN if job.dispatched_at is not None else ItemStatus.ERROR
+    session.execute(
+        update(Item)
+        .where(Item.job_id == job_id, Item.status.in_(UNREPORTED_ITEM_STATUSES))
+        .values(status=item_status, updated_at=now)
+    )
+    return get_job(session, job_id)

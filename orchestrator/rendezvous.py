@@ -1,0 +1,92 @@
+"""The Redis rendezvous between the callback edge and the waiting chain.
+
+The callback writes a job's batch report to a key first, then announces it on a pub/sub
+channel: pub/sub is at-most-once, so the key is what a waiter trusts and the message only
+wakes it sooner. The database stays the durable record; housekeeping settles from it when
+Redis lost its data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import cast
+
+import redis
+
+REPORT_CHANNEL = "orchestrator:reports"
+KEY_TTL_SECONDS = 7 * 24 * 3600
+
+# Hand the poller token on only if the caller still holds it (compare-and-set).
+_HAND_ON_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def get_redis(url: str) -> redis.Redis:
+    """Return this process's Redis client for the URL."""
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        _clients[key] = client
+    return client
+
+
+def report_key(job_id: str) -> str:
+    return f"orchestrator:job:{job_id}:report"
+
+
+def poller_key(job_id: str) -> str:
+    return f"orchestrator:job:{job_id}:poller"
+
+
+def wake_key(job_id: str) -> str:
+    return f"orchestrator:job:{job_id}:woken"
+
+
+class Rendezvous:
+    """Keys and messages that tell a waiting job its batch was reported."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def announce_report(self, job_id: str, report: str) -> None:
+        """Write the report key, then publish: a waiter that subscribed late still sees it."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(report_key(job_id), report, ex=KEY_TTL_SECONDS)
+        pipe.publish(REPORT_CHANNEL, job_id)
+        pipe.execute()
+
+    def has_report(self, job_id: str) -> bool:
+        """Tell whether a batch report for the job is waiting to be finalized."""
+        return bool(self.redis.exists(report_key(job_id)))
+
+    def claim_poller(self, job_id: str) -> str | None:
+        """Become the job's only poller; None if another poller already holds it."""
+        token = uuid.uuid4().hex
+        if self.redis.set(poller_key(job_id), token, nx=True, ex=KEY_TTL_SECONDS):
+            return token
+        return None
+
+    def pass_poller(self, job_id: str, token: str) -> str | None:
+        """Hand the poller role to the next poll; None if this token is stale."""
+        new = uuid.uuid4().hex
+        passed = self.redis.eval(
+            _HAND_ON_SCRIPT, 1, poller_key(job_id), token, new, KEY_TTL_SECONDS
+        )
+        return new if cast(int, passed) == 1 else None
+
+    def claim_wake(self, job_id: str) -> bool:
+        """Let exactly one listener (of all workers) act on a report announcement."""
+        return bool(self.redis.set(wake_key(job_id), "1", nx=True, ex=3600))
+
+    def forget(self, job_id: str) -> None:
+        """Drop a finished job's keys: any poll still scheduled finds its token stale."""
+        self.redis.delete(report_key(job_id), poller_key(job_id))

@@ -1,0 +1,115 @@
+"""The one dispatch request to the robot, and the two ways it can fail (CONTRACT §4)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import requests
+
+from .config import Settings
+from .lifecycle import DispatchTicket
+from .signing import job_callback_secret
+
+log = logging.getLogger(__name__)
+
+# Answers that prove the robot never took the job; 502-504 may hide a robot that did.
+AMBIGUOUS_STATUSES = frozenset({502, 503, 504})
+
+
+class DispatchFailed(Exception):
+    """The dispatch did not lead to an accepted job. Never retried."""
+
+    robot_may_have_it: bool = False
+
+
+class DispatchRefused(DispatchFailed):
+    """The robot certainly did not receive or take the job: its items are safe to resend."""
+
+    robot_may_have_it = False
+
+
+class DispatchAmbiguous(DispatchFailed):
+    """The robot may have received the job: its items must be checked in the portal."""
+
+    robot_may_have_it = True
+
+
+@dataclass(frozen=True)
+class DispatchAccepted:
+    status_code: int
+
+
+def build_payload(ticket: DispatchTicket, settings: Settings) -> dict[str, object]:
+    """Return the JSON body of the dispatch request."""
+    return {
+        "jobId": ticket.job_id,
+        "callbackUrl": f"{settings.public_url}/api/robot/jobs/{ticket.job_id}/events",
+        "callbackSecret": job_callback_secret(settings.robot_callback_secret, ticket.job_id),
+        "deadline": ticket.deadline.isoformat().replace("+00:00", "Z"),
+        "items": ticket.items,
+    }
+
+
+def dispatch(
+    ticket: DispatchTicket, settings: Settings, session: requests.Session | None = None
+) -> DispatchAccepted:
+    """Send the job to the robot once; raise DispatchRefused or DispatchAmbiguous on failure."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": ticket.job_id}
+    if settings.robot_api_token:
+        headers["Authorization"] = f"Bearer {settings.robot_api_token}"
+    body = json.dumps(build_payload(ticket, settings), separators=(",", ":"))
+    timeout = settings.robot_dispatch_timeout_seconds
+    http = session or requests.Session()
+    url = f"{settings.robot_url}/api/v1/jobs"
+    try:
+        # A followed 307/308 would send the body again: a second dispatch.
+        response = http.post(
+            url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False
+        )
+    except requests.ConnectTimeout:
+        raise DispatchRefused(f"the robot at {url} did not accept a connection in time") from None
+    except requests.exceptions.SSLError:
+        raise DispatchRefused(f"TLS to the robot at {url} failed") from None
+    except requests.ConnectionError as exc:
+        if _never_sent(exc):
+            raise DispatchRefused(f"could not connect to the robot at {url}") from None
+        raise DispatchAmbiguous(
+            "the connection to the robot broke after the job was sent; "
+            "check the portal before resubmitting"
+        ) from None
+    except requests.Timeout:
+        raise DispatchAmbiguous(
+            f"the robot did not answer within {timeout:g} s; check the portal before resubmitting"
+        ) from None
+    except requests.RequestException as exc:
+        raise DispatchRefused(
+            f"the dispatch request could not be made: {type(exc).__name__}"
+        ) from None
+    finally:
+        if session is None:
+            http.close()
+    code = response.status_code
+    if 200 <= code < 300:
+        return DispatchAccepted(code)
+    if code in AMBIGUOUS_STATUSES:
+        raise DispatchAmbiguous(
+            f"the robot's gateway answered HTTP {code}; the job may have been passed on, "
+            "check the portal before resubmitting"
+        )
+    raise DispatchRefused(f"the robot refused the job with HTTP {code}")
+
+
+def _never_sent(exc: requests.ConnectionError) -> bool:
+    """Tell whether a connection error happened before the request could be sent."""
+    text = repr(exc)
+    markers = (
+        "NewConnectionError",
+        "NameResolutionError",
+        "Connection refused",
+        "Failed to establish a new connection",
+        "getaddrinfo failed",
+        "Name or service not known",
+    )
+    return any(marker in text for marker in markers)

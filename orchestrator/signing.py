@@ -1,0 +1,40 @@
+"""Per-job callback secrets (Standard Webhooks) derived from the master secret."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+
+def job_callback_secret(master_secret: str, job_id: str) -> str:
+    """Return the ``whsec_`` secret of one job: it signs for that job only."""
+    digest = hmac.new(
+        master_secret.encode(), f"robot-callback:{job_id}".encode(), hashlib.sha256
+    ).digest()
+    return "whsec_" + base64.b64encode(digest).decode()
+
+
+class SignatureError(Exception):
+    """The callback is not signed with this job's secret, or its timestamp is off."""
+
+
+def verify_callback(
+    master_secret: str, job_id: str, body: bytes, headers: Mapping[str, str]
+) -> None:
+    """Verify a robot callback for ``job_id``; raise SignatureError when it does not hold."""
+    wanted = {
+        name: headers.get(name, "")
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    }
+    if not all(wanted.values()):
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        Webhook(job_callback_secret(master_secret, job_id)).verify(body, wanted, json_parse=False)
+    # The library raises ValueError/binascii.Error, not its own error, for malformed headers.
+    except (WebhookVerificationError, ValueError, binascii.Error) as exc:
+        raise SignatureError(str(exc) or "invalid signature") from None

@@ -1,0 +1,42 @@
+"""The HTTP edge: the job API, the robot's callbacks and the health check."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask
+
+from orchestrator.celery_app import create_celery
+from orchestrator.config import Settings, load_settings, settings_from_mapping
+
+from . import errors
+from .state import Orchestrator
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
+    """Build the Flask app from settings, a mapping of setting overrides, or the environment."""
+    if isinstance(config, Settings):
+        settings = config
+    elif config is not None:
+        settings = settings_from_mapping(config)
+    else:
+        settings = load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["orchestrator"] = Orchestrator(settings, create_celery(settings))
+    errors.init_app(app)
+    init_api(app)
+    return app
+
+
+def init_api(app: Flask) -> None:
+    """Register the job API, the callback blueprint and the health check on an app."""
+    from . import callbacks, health, jobs
+
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(health.bp)

@@ -1,0 +1,107 @@
+"""The robot's callback endpoint (CONTRACT §5).
+
+Order of checks: raw body → signature (401) → job exists (404) → size (413) → JSON (400) →
+fields (422) → de-duplication and application through the domain layer, committed to the
+database → only then the report key and pub/sub message in Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from orchestrator.models import Item, Job
+from orchestrator.robot_events import Outcome, apply_event
+from orchestrator.signing import SignatureError, verify_callback
+
+from .errors import ApiError
+from .jsonbody import loads_strict
+from .schemas import EVENT_DATA_SCHEMAS, EventSchema
+from .state import orchestrator
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("callbacks", __name__, url_prefix="/api/robot")
+
+# A body is read in full to verify its signature before its size is judged (the contract's
+# order), but never beyond this many times MAX_BODY_BYTES.
+READ_LIMIT_FACTOR = 4
+
+_event_schema = EventSchema()
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    event = loads_strict(body)
+    if not isinstance(event, dict):
+        raise ApiError(
+            422, "the event must be a JSON object", details={"_schema": ["not an object"]}
+        )
+    return event
+
+
+def _validate(session: Any, job_id: str, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    try:
+        envelope = _event_schema.load(event)
+        data = EVENT_DATA_SCHEMAS[envelope["type"]].load(envelope["data"])
+    except ValidationError as err:
+        raise ApiError(422, "the event failed validation", details=err.messages_dict) from None
+    item_ids = {r["itemId"] for r in data.get("items", [])}
+    if "itemId" in data:
+        item_ids.add(data["itemId"])
+    if item_ids:
+        known = set(
+            session.scalars(select(Item.id).where(Item.job_id == job_id, Item.id.in_(item_ids)))
+        )
+        unknown = sorted(item_ids - known)
+        if unknown:
+            raise ApiError(
+                422, "unknown itemId for this job", details={"itemId": [f"unknown: {unknown}"]}
+            )
+    return envelope["type"], data
+
+
+@bp.post("/jobs/<job_id>/events")
+def receive_event(job_id: str) -> ResponseReturnValue:
+    state = orchestrator()
+    limit = state.settings.max_body_bytes
+    request.max_content_length = limit * READ_LIMIT_FACTOR
+    body = request.get_data(cache=False)
+    try:
+        verify_callback(state.settings.robot_callback_secret, job_id, body, request.headers)
+    except SignatureError:
+        raise ApiError(401, "the event's signature does not verify for this job") from None
+    webhook_id = request.headers["webhook-id"]
+    try:
+        with state.session() as session:
+            if session.get(Job, job_id) is None:
+                raise ApiError(404, f"no job with id {job_id!r}")
+            if len(body) > limit:
+                raise ApiError(413, "the request body is larger than MAX_BODY_BYTES")
+            event_type, data = _validate(session, job_id, _parse(body))
+            result = apply_event(session, job_id, webhook_id, event_type, data)
+            if result.outcome == Outcome.CONFLICT:
+                session.rollback()
+                raise ApiError(409, result.message, "result_conflict")
+            session.commit()
+    except OperationalError:
+        log.warning("job %s: database unavailable; event %s not applied", job_id, webhook_id)
+        raise ApiError(
+            503, "the database is unavailable; nothing was applied, retry later"
+        ) from None
+    if result.report:
+        try:
+            state.rendezvous.announce_report(job_id, result.report)
+        except RedisError:
+            # Recorded in the database: housekeeping settles the job without Redis.
+            log.warning("job %s: report saved but Redis is unavailable to announce it", job_id)
+    body_out: dict[str, Any] = {"status": result.outcome.value}
+    if result.ignored:
+        body_out["ignored"] = result.ignored
+    return jsonify(body_out), 200

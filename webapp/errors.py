@@ -1,0 +1,70 @@
+"""One JSON error envelope for every error the HTTP edge answers (CONTRACT §3)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "malformed_json",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, snake_case code, a message for a person, details."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+        self.details = details or {}
+
+
+def error_response(err: ApiError) -> ResponseReturnValue:
+    body = {"error": {"code": err.code, "message": err.message, "details": err.details}}
+    return jsonify(body), err.status
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error, expected or not, with the envelope and never a stack trace."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError) -> ResponseReturnValue:
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> ResponseReturnValue:
+        status = err.code or 500
+        message = err.description or err.name
+        if status == 413:
+            message = "the request body is larger than MAX_BODY_BYTES"
+        return error_response(ApiError(status, message))
+
+    # The outermost edge: any other exception becomes an opaque 500, logged with its trace.
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> ResponseReturnValue:
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "internal error; see the server log", "internal_error"))

@@ -1,0 +1,161 @@
+"""The job API (CONTRACT §3): submit, read, list, cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from itsdangerous import BadSignature, URLSafeSerializer
+from marshmallow import ValidationError
+
+from orchestrator import lifecycle, queries
+from orchestrator.submission import (
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    request_digest,
+    submit_job,
+)
+
+from .auth import require_token
+from .errors import ApiError
+from .jsonbody import loads_strict
+from .schemas import ListQuerySchema, SubmitSchema, dump_job
+from .state import orchestrator
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
+bp.before_request(require_token)
+
+_submit_schema = SubmitSchema()
+_list_schema = ListQuerySchema()
+
+
+def parse_json_body() -> Any:
+    """Return the request's JSON, or raise 415 / 400 with the envelope."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "send the body as JSON with 'Content-Type: application/json'")
+    return loads_strict(request.get_data(cache=True))
+
+
+def _validation_error(err: ValidationError) -> ApiError:
+    return ApiError(422, "the request failed validation", details=err.messages_dict)
+
+
+@bp.post("")
+def submit() -> ResponseReturnValue:
+    state = orchestrator()
+    body = parse_json_body()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise ApiError(
+            422,
+            "Idempotency-Key must be 1 to 255 characters",
+            details={"Idempotency-Key": ["must be 1 to 255 characters"]},
+        )
+    if not isinstance(body, dict):
+        raise ApiError(
+            422, "the body must be a JSON object", details={"_schema": ["not an object"]}
+        )
+    try:
+        data = _submit_schema.load(body)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+    limit = state.settings.max_batch_size
+    if len(data["orders"]) > limit:
+        raise ApiError(
+            422,
+            f"a job takes at most {limit} orders",
+            details={"orders": [f"must contain 1 to {limit} orders"]},
+        )
+    if not data["orders"]:
+        raise ApiError(422, "a job needs at least one order", details={"orders": ["empty"]})
+    try:
+        result = submit_job(
+            state.settings,
+            state.celery,
+            data["orders"],
+            token=g.api_token,
+            idempotency_key=key,
+            body_digest=request_digest(body),
+        )
+    except IdempotencyConflict:
+        raise ApiError(
+            422,
+            "this Idempotency-Key was used with a different body",
+            "idempotency_key_reused",
+            {"Idempotency-Key": ["already used with a different body"]},
+        ) from None
+    except IdempotencyInProgress:
+        raise ApiError(
+            409,
+            "a request with this Idempotency-Key is still in progress",
+            "idempotency_in_progress",
+        ) from None
+    answer = jsonify(_job_with_items(result.job.id))
+    answer.status_code = 202 if result.created else 200
+    answer.headers["Location"] = f"/api/jobs/{result.job.id}"
+    return answer
+
+
+def _job_with_items(job_id: str) -> dict[str, Any]:
+    with orchestrator().session() as session:
+        try:
+            job = lifecycle.get_job(session, job_id)
+        except lifecycle.JobNotFound:
+            raise ApiError(404, f"no job with id {job_id!r}") from None
+        items = queries.job_items(session, job_id)
+        counts = queries.item_counts(session, [job_id])[job_id]
+        return dump_job(job, counts, items)
+
+
+@bp.get("/<job_id>")
+def read(job_id: str) -> ResponseReturnValue:
+    return jsonify(_job_with_items(job_id))
+
+
+def _cursor_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(orchestrator().settings.robot_callback_secret, salt="jobs-cursor")
+
+
+@bp.get("")
+def list_jobs() -> ResponseReturnValue:
+    try:
+        args = _list_schema.load(request.args.to_dict())
+    except ValidationError as err:
+        raise _validation_error(err) from None
+    after = None
+    if "cursor" in args:
+        try:
+            created, job_id = _cursor_serializer().loads(args["cursor"])
+            after = (datetime.fromisoformat(created), str(job_id))
+        except (BadSignature, ValueError, TypeError):
+            raise ApiError(
+                422, "the cursor was not issued by this server", details={"cursor": ["invalid"]}
+            ) from None
+    with orchestrator().session() as session:
+        jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after)
+        counts = queries.item_counts(session, [job.id for job in jobs])
+        body = [dump_job(job, counts[job.id]) for job in jobs]
+    next_cursor = None
+    if more and jobs:
+        last = jobs[-1]
+        next_cursor = _cursor_serializer().dumps([last.created_at.isoformat(), last.id])
+    return jsonify({"jobs": body, "nextCursor": next_cursor})
+
+
+@bp.post("/<job_id>/cancel")
+def cancel(job_id: str) -> ResponseReturnValue:
+    state = orchestrator()
+    with state.session() as session:
+        try:
+            lifecycle.cancel(session, job_id)
+        except lifecycle.JobNotFound:
+            raise ApiError(404, f"no job with id {job_id!r}") from None
+        except lifecycle.TransitionRefused as exc:
+            raise ApiError(
+                409, f"the job is already {exc.status} and cannot be cancelled", "job_finished"
+            ) from None
+        session.commit()
+    state.forget_waiter(job_id)
+    return jsonify(_job_with_items(job_id))

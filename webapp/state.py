@@ -1,0 +1,43 @@
+"""What the web app holds for its lifetime: settings, Celery app, database and Redis."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import current_app
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
+from orchestrator.config import Settings
+from orchestrator.db import session_factory
+from orchestrator.rendezvous import Rendezvous, get_redis
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Orchestrator:
+    settings: Settings
+    celery: Celery
+
+    def session(self) -> Session:
+        """Open a database session (use it as a context manager)."""
+        return session_factory(self.settings.database_url)()
+
+    @property
+    def rendezvous(self) -> Rendezvous:
+        return Rendezvous(get_redis(self.settings.redis_url))
+
+    def forget_waiter(self, job_id: str) -> None:
+        """Stop a finished job's poller early; its keys expire anyway if Redis is down."""
+        try:
+            self.rendezvous.forget(job_id)
+        except RedisError:
+            log.warning("job %s: could not drop its Redis keys", job_id)
+
+
+def orchestrator() -> Orchestrator:
+    """Return the current app's orchestrator state."""
+    return current_app.extensions["orchestrator"]
