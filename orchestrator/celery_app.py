@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from typing import Any
 
@@ -11,7 +10,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 from redis.exceptions import RedisError
 
-from .config import ConfigError, Settings, load_settings
+from .config import Settings, load_settings_or_exit
 from .db import dispose_all
 from .rendezvous import REPORT_CHANNEL, Rendezvous, get_redis
 
@@ -39,19 +38,8 @@ def create_celery(settings: Settings) -> Celery:
 
 
 def celery_from_environment() -> Celery:
-    """Load the settings from the environment; exit with one line if they are wrong."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if settings.dev_defaults_used:
-        print(
-            "APP_ENV=development: using local defaults for "
-            + ", ".join(settings.dev_defaults_used),
-            file=sys.stderr,
-        )
-    return create_celery(settings)
+    """Load the settings from the environment (exit with one line if wrong); build the app."""
+    return create_celery(load_settings_or_exit())
 
 
 @worker_process_init.connect

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from .config import ConfigError, Settings, load_settings
-
-
-def settings_or_exit() -> Settings:
-    """Load the settings from the environment, or exit with one line naming the problem."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
-    if settings.dev_defaults_used:
-        click.echo(
-            "APP_ENV=development: using local defaults for " + ", ".join(settings.dev_defaults_used),
-            err=True,
-        )
-    return settings
+from .config import load_settings_or_exit
 
 
 @click.group()
@@ -40,7 +23,7 @@ def db_upgrade(revision: str) -> None:
     """Migrate the database to the newest revision (the release process)."""
     from .migrate import upgrade
 
-    settings = settings_or_exit()
+    settings = load_settings_or_exit()
     upgrade(settings.database_url, revision)
     click.echo(f"database migrated to {revision}")
 

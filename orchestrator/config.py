@@ -166,3 +166,18 @@ def settings_from_mapping(overrides: Mapping[str, object]) -> Settings:
     if unknown:
         raise ConfigError(f"unknown settings: {sorted(unknown)}")
     return Settings(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
+
+
+def load_settings_or_exit() -> Settings:
+    """Load the environment's settings for a process start; exit with one line if wrong."""
+    import sys
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if settings.dev_defaults_used:
+        names = ", ".join(settings.dev_defaults_used)
+        print(f"APP_ENV=development: using local defaults for {names}", file=sys.stderr)
+    return settings

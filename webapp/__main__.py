@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.config import Settings, load_settings_or_exit
 
 
 class WebServer(BaseApplication):  # type: ignore[misc]
@@ -29,17 +28,7 @@ class WebServer(BaseApplication):  # type: ignore[misc]
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if settings.dev_defaults_used:
-        print(
-            "APP_ENV=development: using local defaults for "
-            + ", ".join(settings.dev_defaults_used),
-            file=sys.stderr,
-        )
+    settings = load_settings_or_exit()
     options = {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": 2,

@@ -1,0 +1,84 @@
+"""Shared fixtures: migrated databases on SQLite and PostgreSQL, settings, fakeredis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from orchestrator import db
+from orchestrator.config import Settings, settings_from_mapping
+from orchestrator.migrate import upgrade
+
+PG_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def migrated_sqlite(path: str) -> str:
+    """Create a SQLite database file and run every migration on it."""
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return migrated_sqlite(str(tmp_path / "test.db"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """Return the admin URL of the local PostgreSQL; fail loudly if it does not answer."""
+    engine = create_engine(PG_ADMIN_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """Create a fresh PostgreSQL database, migrate it to head, drop it afterwards."""
+    name = f"orch_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        db.dispose_all()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL, both migrated."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def make_settings():
+    """Build Settings from overrides on top of the development defaults."""
+
+    def build(**overrides: object) -> Settings:
+        return settings_from_mapping(overrides)
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engines() -> Iterator[None]:
+    yield
+    db.dispose_all()
