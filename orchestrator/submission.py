@@ -69,6 +69,7 @@ def submit_job(
                 return Submitted(earlier, created=False)
         job = lifecycle.create_job(session, orders)
         if idempotency_key is not None:
+            session.flush()  # the key row refers to the job row: insert the job first
             session.add(
                 IdempotencyKey(
                     token_digest=token_digest,

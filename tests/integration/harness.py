@@ -1,0 +1,251 @@
+"""Start the real processes (Procfile lines, simulator) and drive them over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from standardwebhooks.webhooks import Webhook
+
+from orchestrator.signing import job_callback_secret
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+API_TOKEN = "integration-token"
+ROBOT_TOKEN = "robot-token-integration"
+MASTER_SECRET = "integration-master-secret"
+FINAL = ("completed", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def procfile() -> dict[str, str]:
+    """Return the Procfile's process commands by name."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+class Process:
+    """One child process with its output in a log file; stopped by its own pid only."""
+
+    def __init__(self, name: str, command: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            ["bash", "-c", f"exec {command}"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        """Signal the process and wait for it; kill it if it overstays."""
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # Reap anything the process left in its session (a prefork child after SIGKILL).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+
+class System:
+    """release, web, worker, beat (Procfile) and the robot simulator on one Redis DB."""
+
+    def __init__(self, log_dir: Path, database_url: str, redis_db: int, **env: str) -> None:
+        self.log_dir = log_dir
+        self.web_port = free_port()
+        self.robot_port = free_port()
+        self.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+        self.env = {
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "APP_ENV": "production",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": self.redis_url,
+            "ROBOT_URL": f"http://127.0.0.1:{self.robot_port}",
+            "ROBOT_API_TOKEN": ROBOT_TOKEN,
+            "ROBOT_CALLBACK_SECRET": MASTER_SECRET,
+            "PUBLIC_URL": f"http://127.0.0.1:{self.web_port}",
+            "API_TOKENS": f"{API_TOKEN},other-token",
+            "PORT": str(self.web_port),
+            "ROBOT_SECONDS_PER_ITEM": "1",
+            "ROBOT_DEADLINE_MARGIN_SECONDS": "4",
+            "ROBOT_SETTLE_SECONDS": "0.3",
+            "ROBOT_DISPATCH_TIMEOUT_SECONDS": "2",
+            **env,
+        }
+        self.base = f"http://127.0.0.1:{self.web_port}"
+        self.robot = f"http://127.0.0.1:{self.robot_port}"
+        self.processes: dict[str, Process] = {}
+        self.http = requests.Session()
+
+    # --- processes ---
+
+    def start(self, names: Iterable[str] = ("robot", "web", "worker", "beat")) -> System:
+        commands = procfile()
+        release = subprocess.run(
+            ["bash", "-c", commands["release"]],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert release.returncode == 0, release.stderr
+        for name in names:
+            self.start_process(name)
+        return self
+
+    def start_process(self, name: str) -> Process:
+        if name == "robot":
+            command = (
+                f"python -m orchestrator.robot_simulator --port {self.robot_port} "
+                f"--item-delay 0.02 --token {ROBOT_TOKEN}"
+            )
+        else:
+            command = procfile()[name]
+        if name == "worker":
+            # Distinct node names let a replacement worker start beside a killed one.
+            command += f" --hostname=worker-{uuid.uuid4().hex[:6]}@%h"
+        process = Process(name, command, self.env, self.log_dir)
+        self.processes[name] = process
+        if name == "robot":
+            wait_until(lambda: self._answers(f"{self.robot}/healthz"), 30, "the simulator")
+        elif name == "web":
+            wait_until(lambda: self._answers(f"{self.base}/healthz"), 30, "the web process")
+        elif name == "worker":
+            wait_until(lambda: " ready." in process.log(), 60, "the worker to be ready")
+        return process
+
+    def _answers(self, url: str) -> bool:
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.http.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"=== {n} ===\n{p.log()[-4000:]}" for n, p in self.processes.items())
+
+    # --- job API ---
+
+    def headers(self, token: str = API_TOKEN, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", **extra}
+
+    def submit(self, orders: list[dict[str, Any]], key: str | None = None) -> requests.Response:
+        headers = self.headers(**({"Idempotency-Key": key} if key else {}))
+        return self.http.post(
+            f"{self.base}/api/jobs", json={"orders": orders}, headers=headers, timeout=10
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        answer = self.http.get(f"{self.base}/api/jobs/{job_id}", headers=self.headers(), timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def wait_final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["status"] in FINAL else None
+
+        try:
+            return wait_until(final, timeout, f"job {job_id} to finish")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    # --- robot simulator ---
+
+    def robot_config(self, **options: Any) -> None:
+        answer = requests.post(f"{self.robot}/_sim/config", json=options, timeout=5)
+        assert answer.status_code == 200, answer.text
+
+    def robot_stats(self) -> dict[str, Any]:
+        return requests.get(f"{self.robot}/_sim/stats", timeout=5).json()
+
+    def robot_reset(self) -> None:
+        requests.post(f"{self.robot}/_sim/reset", timeout=5)
+        self.robot_config(mode="normal", item_delay=0.02, failure_rate=0)
+
+    # --- robot callbacks, signed as the robot would ---
+
+    def send_event(
+        self,
+        job_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        webhook_id: str | None = None,
+        secret: str | None = None,
+    ) -> requests.Response:
+        body = json.dumps({"type": event_type, "data": data})
+        msg_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+        now = datetime.now(UTC)
+        key = secret or job_callback_secret(MASTER_SECRET, job_id)
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(key).sign(msg_id, now, body),
+            "Content-Type": "application/json",
+        }
+        return self.http.post(
+            f"{self.base}/api/robot/jobs/{job_id}/events", data=body, headers=headers, timeout=10
+        )
+
+
+def orders(count: int, prefix: str = "ORD", **pedido: Any) -> list[dict[str, Any]]:
+    """Return ``count`` orders with unique ids."""
+    run = uuid.uuid4().hex[:6]
+    return [
+        {"orderId": f"{prefix}-{run}-{n}", "pedidoInput": {"n": n, **pedido}} for n in range(count)
+    ]
