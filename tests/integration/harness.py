@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,82 +12,20 @@ from typing import Any
 import requests
 from standardwebhooks.webhooks import Webhook
 
+from orchestrator.localstack import (
+    Process,
+    bin_path,
+    free_port,
+    procfile,
+    run_release,
+    wait_until,
+)
 from orchestrator.signing import job_callback_secret
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 API_TOKEN = "integration-token"
 ROBOT_TOKEN = "robot-token-integration"
 MASTER_SECRET = "integration-master-secret"
 FINAL = ("completed", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-def procfile() -> dict[str, str]:
-    """Return the Procfile's process commands by name."""
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
-
-
-class Process:
-    """One child process with its output in a log file; stopped by its own pid only."""
-
-    def __init__(self, name: str, command: str, env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            ["bash", "-c", f"exec {command}"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        """Signal the process and wait for it; kill it if it overstays."""
-        if self.alive():
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        # Reap anything the process left in its session (a prefork child after SIGKILL).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self._log.close()
-        return self.popen.returncode
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group, as a crash would."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
 
 
 class System:
@@ -106,7 +37,7 @@ class System:
         self.robot_port = free_port()
         self.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
         self.env = {
-            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": bin_path(),
             "APP_ENV": "production",
             "DATABASE_URL": database_url,
             "REDIS_URL": self.redis_url,
@@ -130,16 +61,7 @@ class System:
     # --- processes ---
 
     def start(self, names: Iterable[str] = ("robot", "web", "worker", "beat")) -> System:
-        commands = procfile()
-        release = subprocess.run(
-            ["bash", "-c", commands["release"]],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert release.returncode == 0, release.stderr
+        run_release(self.env)
         for name in names:
             self.start_process(name)
         return self
@@ -202,7 +124,7 @@ class System:
 
         try:
             return wait_until(final, timeout, f"job {job_id} to finish")
-        except AssertionError as exc:
+        except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{self.logs()}") from None
 
     # --- robot simulator ---
