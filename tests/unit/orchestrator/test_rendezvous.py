@@ -1,0 +1,75 @@
+"""The Redis rendezvous on fakeredis: key before message, one poller, one waker."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from orchestrator.rendezvous import REPORT_CHANNEL, Rendezvous, poller_key, report_key
+
+
+@pytest.fixture
+def rendezvous():
+    client = fakeredis.FakeRedis()
+    yield Rendezvous(client)
+    client.close()
+
+
+def test_report_key_is_written_before_the_announcement(rendezvous) -> None:
+    pubsub = rendezvous.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(REPORT_CHANNEL)
+    seen_key_on_message: list[bool] = []
+
+    rendezvous.announce_report("job-1", "completed")
+    message = None
+    for _ in range(20):  # the first read only consumes the subscribe confirmation
+        message = pubsub.get_message(timeout=0.05)
+        if message:
+            break
+    # Whoever hears the announcement can already read the key.
+    seen_key_on_message.append(rendezvous.has_report("job-1"))
+
+    assert message is not None and message["data"] == b"job-1"
+    assert seen_key_on_message == [True]
+    assert rendezvous.redis.get(report_key("job-1")) == b"completed"
+    assert rendezvous.redis.ttl(report_key("job-1")) > 0
+    pubsub.close()
+
+
+def test_a_report_announced_before_anyone_listens_is_still_seen(rendezvous) -> None:
+    rendezvous.announce_report("job-1", "failed")
+
+    assert rendezvous.has_report("job-1")
+    assert not rendezvous.has_report("job-2")
+
+
+def test_only_one_poller_holds_a_job_and_stale_tokens_stop(rendezvous) -> None:
+    first = rendezvous.claim_poller("job-1")
+    duplicate_first_run = rendezvous.claim_poller("job-1")
+
+    assert first is not None
+    assert duplicate_first_run is None
+
+    second = rendezvous.pass_poller("job-1", first)
+    redelivered_copy = rendezvous.pass_poller("job-1", first)
+
+    assert second is not None and second != first
+    assert redelivered_copy is None
+    assert rendezvous.pass_poller("job-1", second) is not None
+
+
+def test_forgetting_a_job_stops_its_poller(rendezvous) -> None:
+    token = rendezvous.claim_poller("job-1")
+    rendezvous.announce_report("job-1", "completed")
+
+    rendezvous.forget("job-1")
+
+    assert rendezvous.pass_poller("job-1", token) is None
+    assert not rendezvous.has_report("job-1")
+    assert not rendezvous.redis.exists(poller_key("job-1"))
+
+
+def test_one_waker_per_announcement(rendezvous) -> None:
+    assert rendezvous.claim_wake("job-1") is True
+    assert rendezvous.claim_wake("job-1") is False
+    assert rendezvous.claim_wake("job-2") is True
