@@ -90,6 +90,7 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
+        self._log.close()
 
 
 def redis_answers(url: str) -> bool:

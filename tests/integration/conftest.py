@@ -12,7 +12,7 @@ from .harness import System
 pytestmark = pytest.mark.integration
 
 
-def _flush(db: int) -> None:
+def flush_redis(db: int) -> None:
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     client.flushdb()
     client.close()
@@ -22,7 +22,7 @@ def _flush(db: int) -> None:
 def system(tmp_path_factory) -> Iterator[System]:
     """The Procfile's processes on SQLite, beat's housekeeping every second."""
     log_dir = tmp_path_factory.mktemp("system-sqlite")
-    _flush(11)
+    flush_redis(11)
     running = System(
         log_dir,
         f"sqlite:///{log_dir / 'orchestrator.db'}",
@@ -33,7 +33,7 @@ def system(tmp_path_factory) -> Iterator[System]:
         yield running.start()
     finally:
         running.stop()
-        _flush(11)
+        flush_redis(11)
 
 
 @pytest.fixture

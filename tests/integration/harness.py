@@ -66,14 +66,13 @@ class System:
             self.start_process(name)
         return self
 
-    def start_process(self, name: str) -> Process:
-        if name == "robot":
+    def start_process(self, name: str, command: str | None = None) -> Process:
+        if command is None and name == "robot":
             command = (
                 f"python -m orchestrator.robot_simulator --port {self.robot_port} "
                 f"--item-delay 0.02 --token {ROBOT_TOKEN}"
             )
-        else:
-            command = procfile()[name]
+        command = command or procfile()[name]
         if name == "worker":
             # Distinct node names let a replacement worker start beside a killed one.
             command += f" --hostname=worker-{uuid.uuid4().hex[:6]}@%h"
