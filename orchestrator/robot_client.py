@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
@@ -63,18 +64,19 @@ def dispatch(
     timeout = settings.robot_dispatch_timeout_seconds
     http = session or requests.Session()
     url = f"{settings.robot_url}/api/v1/jobs"
+    where = _host(settings.robot_url)
     try:
         # A followed 307/308 would send the body again: a second dispatch.
         response = http.post(
             url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False
         )
     except requests.ConnectTimeout:
-        raise DispatchRefused(f"the robot at {url} did not accept a connection in time") from None
+        raise DispatchRefused(f"the robot at {where} did not accept a connection in time") from None
     except requests.exceptions.SSLError:
-        raise DispatchRefused(f"TLS to the robot at {url} failed") from None
+        raise DispatchRefused(f"TLS to the robot at {where} failed") from None
     except requests.ConnectionError as exc:
         if _never_sent(exc):
-            raise DispatchRefused(f"could not connect to the robot at {url}") from None
+            raise DispatchRefused(f"could not connect to the robot at {where}") from None
         raise DispatchAmbiguous(
             "the connection to the robot broke after the job was sent; "
             "check the portal before resubmitting"
@@ -99,6 +101,12 @@ def dispatch(
             "check the portal before resubmitting"
         )
     raise DispatchRefused(f"the robot refused the job with HTTP {code}")
+
+
+def _host(url: str) -> str:
+    """Return host[:port] of a URL: enough to act on, never a credential in it."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:

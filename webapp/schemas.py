@@ -57,7 +57,7 @@ class SubmitSchema(Schema):
 
 class ListQuerySchema(Schema):
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE  # tolerate cache-busting and other extra query parameters
 
     status = fields.String(
         validate=validate.OneOf(["pending", "processing", "completed", "failed", "cancelled"])
