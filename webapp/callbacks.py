@@ -15,7 +15,6 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from orchestrator.models import Item, Job
 from orchestrator.robot_events import Outcome, apply_event
@@ -78,23 +77,20 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     except SignatureError:
         raise ApiError(401, "the event's signature does not verify for this job") from None
     webhook_id = request.headers["webhook-id"]
-    try:
-        with state.session() as session:
-            if session.get(Job, job_id) is None:
-                raise ApiError(404, f"no job with id {job_id!r}")
-            if len(body) > limit:
-                raise ApiError(413, "the request body is larger than MAX_BODY_BYTES")
-            event_type, data = _validate(session, job_id, _parse(body))
-            result = apply_event(session, job_id, webhook_id, event_type, data)
-            if result.outcome == Outcome.CONFLICT:
-                session.rollback()
-                raise ApiError(409, result.message, "result_conflict")
-            session.commit()
-    except OperationalError:
-        log.warning("job %s: database unavailable; event %s not applied", job_id, webhook_id)
-        raise ApiError(
-            503, "the database is unavailable; nothing was applied, retry later"
-        ) from None
+    if len(webhook_id) > 255:
+        raise ApiError(422, "webhook-id is too long", details={"webhook-id": ["at most 255"]})
+    with state.session() as session:
+        if session.get(Job, job_id) is None:
+            raise ApiError(404, f"no job with id {job_id!r}")
+        if len(body) > limit:
+            raise ApiError(413, "the request body is larger than MAX_BODY_BYTES")
+        event_type, data = _validate(session, job_id, _parse(body))
+        result = apply_event(session, job_id, webhook_id, event_type, data)
+        if result.outcome == Outcome.CONFLICT:
+            session.rollback()
+            raise ApiError(409, result.message, "result_conflict")
+        # A database failure here answers 503 (webapp.errors): nothing applied, retry is safe.
+        session.commit()
     if result.report:
         try:
             state.rendezvous.announce_report(job_id, result.report)

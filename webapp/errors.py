@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,13 @@ def init_app(app: Flask) -> None:
         if status == 413:
             message = "the request body is larger than MAX_BODY_BYTES"
         return error_response(ApiError(status, message))
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_down(err: Exception) -> ResponseReturnValue:
+        # Nothing was committed: the client (or the robot) can safely retry.
+        log.warning("database unavailable: %s", type(err).__name__)
+        return error_response(ApiError(503, "the database is unavailable; retry later"))
 
     # The outermost edge: any other exception becomes an opaque 500, logged with its trace.
     @app.errorhandler(Exception)
