@@ -14,6 +14,8 @@ def alembic_config(database_url: str) -> Config:
     """Return an Alembic config for the repository's migrations and this database."""
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
+    # Without it Alembic warns that it splits prepend_sys_path the legacy way.
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     config.attributes["configure_logger"] = False
     return config
