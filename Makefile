@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint bench clean
+.PHONY: install demo run test test-unit test-integration lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m orchestrator.demo
 
+## The same system (plus Flower) kept running until Ctrl-C; prints the URLs and an API token.
+run: $(STAMP)
+	$(BIN)/python -m orchestrator.demo --run
+
 ## The whole suite: lint, unit tests (SQLite and PostgreSQL), integration tests on real processes.
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
@@ -26,6 +30,10 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
+
+## The fault suite alone (RELIABILITY.md); `make test` runs it too.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

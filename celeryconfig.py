@@ -21,6 +21,8 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 broker_connection_retry_on_startup = True
+# Survives a lost broker connection with unacked messages held (celery 5.7.0, see the class).
+worker_consumer = "orchestrator.celery_app:ResilientConsumer"
 broker_connection_max_retries = None
 worker_cancel_long_running_tasks_on_connection_loss = False
 worker_hijack_root_logger = True

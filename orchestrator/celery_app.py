@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init
+from celery.worker.consumer import Consumer
 from redis.exceptions import RedisError
 
 from .config import Settings, load_settings_or_exit
@@ -46,6 +47,25 @@ def celery_from_environment() -> Celery:
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not share its parent's database sockets.
     dispose_all()
+
+
+class ResilientConsumer(Consumer):
+    """The worker's consumer, surviving a broker that lost its connection (or its data).
+
+    Celery 5.7.0 closes the broken broker connection after collecting it; with unacked messages
+    held (every waiting job's countdown) kombu's Redis channel then tries to restore them through
+    a transport whose client is already gone, and the AttributeError stops the whole worker
+    ("Unrecoverable error"). The connection is dropped all the same: reconnect as Celery intends.
+    Unrestored messages come back after the visibility timeout, or are gone with a Redis that
+    lost its data; housekeeping settles those jobs from the database either way.
+    """
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError as error:
+            log.warning("broker connection lost; closing it failed (%r); reconnecting", error)
+            self.connection = None
 
 
 class ReportListener(bootsteps.StartStopStep):

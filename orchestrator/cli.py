@@ -1,15 +1,284 @@
-"""The ``orchestrator`` command: database migrations and the robot simulator."""
+"""The ``orchestrator`` command: a client of the job API, plus the demo, the system and the db.
+
+``submit``, ``status``, ``list`` and ``cancel`` talk to the HTTP API only (so they work against
+a remote deployment): ``--url``/``--token``, or ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN. Every
+failure is one line on stderr and a non-zero exit: 1 when the server or the job said no, 2 for
+a bad file or bad usage.
+"""
 
 from __future__ import annotations
 
-import click
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
-from .config import load_settings_or_exit
+import click
+import requests
+
+from .batchfile import api_errors, parse_batch
+
+FINAL = ("completed", "failed", "cancelled")
+STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+DEFAULT_URL = "http://127.0.0.1:5000"
+
+
+class Failure(click.ClickException):
+    """A failure shown as ``error: …`` lines on stderr."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        for line in self.message.splitlines():
+            click.echo(f"error: {line}", err=True)
+
+
+class Api:
+    """The job API over HTTP, with every failure turned into one readable line."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 30) -> None:
+        if not token:
+            raise Failure("no API token: pass --token or set ORCHESTRATOR_TOKEN", 2)
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        """Send one request; return (status, JSON body); raise Failure if it makes no sense."""
+        try:
+            answer = self.http.request(
+                method, f"{self.url}{path}", timeout=self.timeout, allow_redirects=False, **kwargs
+            )
+        except requests.ConnectionError as exc:
+            raise Failure(f"cannot reach the orchestrator at {self.url} ({_reason(exc)})") from None
+        except requests.Timeout:
+            raise Failure(f"the orchestrator at {self.url} did not answer in time") from None
+        except requests.RequestException as exc:
+            raise Failure(f"request to {self.url} failed: {type(exc).__name__}") from None
+        try:
+            body = answer.json()
+        except ValueError:
+            raise Failure(
+                f"unexpected answer from {self.url}{path} (HTTP {answer.status_code}, not JSON):"
+                " is this the orchestrator's URL?"
+            ) from None
+        if answer.status_code == 401:
+            raise Failure(
+                "the server refused the API token (401): check --token or ORCHESTRATOR_TOKEN"
+            )
+        if answer.status_code >= 500:
+            raise Failure(f"the server failed (HTTP {answer.status_code}): {_message(body)}")
+        return answer.status_code, body if isinstance(body, dict) else {}
+
+
+def _reason(exc: requests.ConnectionError) -> str:
+    text = str(exc)
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "unknown host name"),
+        ("Temporary failure in name resolution", "host name not resolved"),
+        ("timed out", "connection timed out"),
+        ("SSL", "TLS handshake failed"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
+def _message(body: dict[str, Any]) -> str:
+    error = body.get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return "no details"
+
+
+def _details(body: dict[str, Any]) -> dict[str, Any]:
+    error = body.get("error")
+    details = error.get("details") if isinstance(error, dict) else None
+    return details if isinstance(details, dict) else {}
+
+
+def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --url and --token and hand the command an ``api`` built from them."""
+
+    @click.option(
+        "--url",
+        envvar="ORCHESTRATOR_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help="Base URL of the web app [env ORCHESTRATOR_URL].",
+    )
+    @click.option(
+        "--token",
+        envvar="ORCHESTRATOR_TOKEN",
+        help="One of the server's API_TOKENS [env ORCHESTRATOR_TOKEN].",
+    )
+    @functools.wraps(command)
+    def wrapper(url: str, token: str | None, **kwargs: Any) -> Any:
+        return command(api=Api(url, token), **kwargs)
+
+    return wrapper
 
 
 @click.group()
 def main() -> None:
-    """Robot-job orchestrator."""
+    """Robot-job orchestrator: submit and follow batches, run the demo or the whole system."""
+
+
+# --- the job API ---
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
+@click.option("--wait", is_flag=True, help="Show progress until the job is final.")
+@click.option("--idempotency-key", help="Make a retried submit return the first job.")
+@api_options
+def submit(api: Api, file: Path, wait: bool, idempotency_key: str | None) -> None:
+    """Submit the orders in FILE (.csv or .json; - reads stdin) as one job."""
+    name = "stdin" if str(file) == "-" else file.name
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise Failure(f"cannot read {file}: {exc.strerror}", 2) from None
+    batch = parse_batch(data, None if name == "stdin" else name)
+    if batch.errors:
+        raise Failure("\n".join(f"{name}: {e}" for e in batch.errors[:20]), 2)
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    status, body = api.call("POST", "/api/jobs", json={"orders": batch.orders}, headers=headers)
+    if status == 422:
+        lines = api_errors(batch, _details(body)) or [_message(body)]
+        raise Failure("\n".join(f"{name}: {line}" for line in lines[:20]), 2)
+    if status == 413:
+        raise Failure(f"{name}: larger than the server accepts (its MAX_BODY_BYTES)", 2)
+    if status not in (200, 202):
+        raise Failure(f"the server refused the job (HTTP {status}): {_message(body)}")
+    repeat = " (the same Idempotency-Key made it before)" if status == 200 else ""
+    click.echo(f"job {body['id']} {body['status']}: {len(batch.orders)} orders{repeat}")
+    if wait:
+        _finish(_wait(api, body), exit_on_failure=True)
+
+
+def _wait(api: Api, job: dict[str, Any], interval: float = 0.5) -> dict[str, Any]:
+    """Poll the job until it is final, with a progress bar of its items."""
+    total = job["counts"]["total"]
+    shown = 0
+    with click.progressbar(length=total, label="items", show_pos=True, width=30) as bar:
+        while True:
+            counts = job["counts"]
+            done = counts["success"] + counts["error"] + counts["unknown"]
+            if done > shown:
+                bar.update(done - shown)
+                shown = done
+            if job["status"] in FINAL:
+                break
+            time.sleep(interval)
+            job = _read(api, job["id"])
+    return job
+
+
+def _read(api: Api, job_id: str) -> dict[str, Any]:
+    status, body = api.call("GET", f"/api/jobs/{job_id}")
+    if status == 404:
+        raise Failure(f"no job {job_id} at {api.url}")
+    if status != 200:
+        raise Failure(f"cannot read job {job_id} (HTTP {status}): {_message(body)}")
+    return body
+
+
+def _finish(job: dict[str, Any], exit_on_failure: bool) -> None:
+    _show_job(job)
+    if exit_on_failure and job["status"] in ("failed", "cancelled"):
+        raise SystemExit(1)
+
+
+def _show_job(job: dict[str, Any]) -> None:
+    counts = job["counts"]
+    click.echo(f"job {job['id']}: {job['status']}")
+    if job.get("error"):
+        click.echo(f"  error: {job['error']}")
+    click.echo(
+        f"  {counts['total']} items: {counts['success']} success, {counts['error']} error, "
+        f"{counts['unknown']} unknown, {counts['pending'] + counts['processing']} open"
+    )
+    for name in ("createdAt", "dispatchedAt", "deadline", "finishedAt"):
+        if job.get(name):
+            click.echo(f"  {name:<13}{job[name]}")
+    items = job.get("items") or []
+    if items:
+        width = max([8, *(len(i["orderId"]) for i in items)])
+        click.echo(f"\n  {'order':<{width}}  {'status':<10}  tracking number / error")
+        for item in items:
+            detail = item["trackingNumber"] or item["error"] or ""
+            click.echo(f"  {item['orderId']:<{width}}  {item['status']:<10}  {detail}")
+    if counts["unknown"]:
+        click.echo(
+            "\n  unknown: the robot may have entered these orders; check the courier's portal "
+            "before submitting them again."
+        )
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@api_options
+def status(api: Api, job_id: str, as_json: bool) -> None:
+    """Show a job: its status, counts, items with tracking numbers or errors."""
+    job = _read(api, job_id)
+    if as_json:
+        click.echo(json.dumps(job, indent=2))
+    else:
+        _show_job(job)
+
+
+@main.command("list")
+@click.option("--status", "status_", type=click.Choice(STATUSES), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@api_options
+def list_jobs(api: Api, status_: str | None, limit: int) -> None:
+    """List jobs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if status_:
+        params["status"] = status_
+    status, body = api.call("GET", "/api/jobs", params=params)
+    if status != 200:
+        raise Failure(f"cannot list jobs (HTTP {status}): {_message(body)}")
+    jobs = body.get("jobs", [])
+    if not jobs:
+        click.echo("no jobs" + (f" with status {status_}" if status_ else ""))
+        return
+    click.echo(f"{'job':<36}  {'status':<10}  {'created':<25}  items  ok  err  unk")
+    for job in jobs:
+        c = job["counts"]
+        click.echo(
+            f"{job['id']:<36}  {job['status']:<10}  {job['createdAt']:<25}  "
+            f"{c['total']:>5}  {c['success']:>2}  {c['error']:>3}  {c['unknown']:>3}"
+        )
+    if body.get("nextCursor"):
+        click.echo(f"(more jobs: raise --limit, up to 200; showing the newest {len(jobs)})")
+
+
+@main.command()
+@click.argument("job_id")
+@api_options
+def cancel(api: Api, job_id: str) -> None:
+    """Cancel an open job (the robot is not told; its later reports are recorded as late)."""
+    status, body = api.call("POST", f"/api/jobs/{job_id}/cancel")
+    if status == 404:
+        raise Failure(f"no job {job_id} at {api.url}")
+    if status == 409:
+        raise Failure(_message(body))
+    if status != 200:
+        raise Failure(f"cannot cancel job {job_id} (HTTP {status}): {_message(body)}")
+    _show_job(body)
+
+
+# --- processes on this machine ---
 
 
 @main.group()
@@ -21,11 +290,42 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Migrate the database to the newest revision (the release process)."""
+    from .config import load_settings_or_exit
     from .migrate import upgrade
 
     settings = load_settings_or_exit()
     upgrade(settings.database_url, revision)
     click.echo(f"database migrated to {revision}")
+
+
+_redis_option = click.option(
+    "--redis",
+    "redis_mode",
+    type=click.Choice(["auto", "embedded"]),
+    default="auto",
+    show_default=True,
+    envvar="DEMO_REDIS",
+    help="auto: REDIS_URL, else local Redis, else a private redis-server, else embedded; "
+    "embedded: always the (slow) embedded Redis [env DEMO_REDIS].",
+)
+
+
+@main.command()
+@_redis_option
+def demo(redis_mode: str) -> NoReturn:
+    """Start the whole system, push a 25-order batch through the simulator, stop (make demo)."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(redis_mode))
+
+
+@main.command()
+@_redis_option
+def run(redis_mode: str) -> NoReturn:
+    """Run the whole system with Flower until Ctrl-C or SIGTERM (make run)."""
+    from .demo import run_forever
+
+    sys.exit(run_forever(redis_mode))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -34,7 +334,7 @@ def simulator(ctx: click.Context) -> None:
     """Run the robot simulator (options as ``robot-simulator --help``)."""
     from .robot_simulator import main as simulator_main
 
-    simulator_main(ctx.args)
+    sys.exit(simulator_main(ctx.args))
 
 
 if __name__ == "__main__":

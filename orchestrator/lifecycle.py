@@ -74,6 +74,8 @@ def create_job(session: Session, orders: Sequence[dict[str, Any]]) -> Job:
 
 def get_job(session: Session, job_id: str) -> Job:
     """Load a job with its items or raise JobNotFound."""
+    if "\x00" in job_id:  # no job's id; PostgreSQL cannot even compare such a string (a 500)
+        raise JobNotFound(job_id)
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise JobNotFound(job_id)

@@ -1,9 +1,15 @@
-"""Run the Procfile's processes and the robot simulator on one machine (demo and tests)."""
+"""Run the Procfile's processes and the robot simulator on one machine (demo, run and tests).
+
+Also picks the Redis to run on: ``REDIS_URL``; else the local Redis on 127.0.0.1:6379
+(database 14); else a private ``redis-server`` on a free port; else the embedded Redis
+(fakeredis over TCP: slow, for a bare machine only).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -11,12 +17,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCAL_REDIS = "redis://127.0.0.1:6379/14"
+REDIS_MODES = ("auto", "embedded")
+FLOWER_USER = "operator"
 
 
 def free_port() -> int:
@@ -117,6 +128,22 @@ def private_redis(log_dir: Path) -> tuple[str, Process] | None:
     return url, process
 
 
+def embedded_redis(log_dir: Path) -> tuple[str, Process] | None:
+    """Start the embedded Redis (fakeredis over TCP) on a free port if fakeredis is installed."""
+    from . import embedded_redis as embedded
+
+    if not embedded.available():
+        return None
+    port = free_port()
+    command = f"{sys.executable} -m orchestrator.embedded_redis --port {port}"
+    process = Process("embedded-redis", command, {"PATH": bin_path()}, log_dir)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until(lambda: redis_answers(url) or not process.alive(), 30, "the embedded Redis")
+    if not process.alive():
+        raise RuntimeError(f"the embedded Redis did not start: {process.log()[-500:]}")
+    return url, process
+
+
 def run_release(env: dict[str, str]) -> None:
     """Run the Procfile's release command (migrations) to completion, or raise."""
     done = subprocess.run(
@@ -129,3 +156,167 @@ def run_release(env: dict[str, str]) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"release failed: {done.stderr.strip()[-2000:]}")
+
+
+def answers(url: str) -> bool:
+    """Tell whether a GET of ``url`` answers 200."""
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def port_or_free(preferred: int) -> int:
+    """Return ``preferred`` if nothing listens on it, else a free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", preferred))  # noqa: S104 - the web process binds all addresses
+        except OSError:
+            return free_port()
+    return preferred
+
+
+@dataclass(frozen=True)
+class RedisChoice:
+    url: str
+    process: Process | None  # a Redis started for this run, to stop at its end
+    description: str
+    slow: bool = False
+
+
+def choose_redis(log_dir: Path, mode: str = "auto") -> RedisChoice:
+    """Pick the Redis: REDIS_URL, the local one, a private redis-server, else the embedded one.
+
+    ``mode="embedded"`` skips the real ones (to try the fallback on a machine that has Redis).
+    """
+    if mode not in REDIS_MODES:
+        raise ValueError(f"unknown Redis mode {mode!r}")
+    if mode == "auto":
+        if os.environ.get("REDIS_URL"):
+            return RedisChoice(os.environ["REDIS_URL"], None, "REDIS_URL")
+        if redis_answers(LOCAL_REDIS):
+            return RedisChoice(LOCAL_REDIS, None, f"the local Redis, {LOCAL_REDIS}")
+        started = private_redis(log_dir)
+        if started is not None:
+            url, process = started
+            return RedisChoice(url, process, f"a private redis-server on {url}")
+    started = embedded_redis(log_dir)
+    if started is None:
+        raise RuntimeError(
+            "no Redis: REDIS_URL is not set, nothing answers on 127.0.0.1:6379, there is no "
+            "redis-server binary, and fakeredis[lua] is not installed (pip install -e '.[dev]')"
+        )
+    url, process = started
+    return RedisChoice(
+        url,
+        process,
+        f"the embedded Redis (fakeredis) on {url}. It works, but about 20x slower than a "
+        "real Redis: install redis-server for a faster system",
+        slow=True,
+    )
+
+
+class LocalSystem:
+    """The Procfile's processes and the robot simulator, as children of this process.
+
+    Each gets only the contract's variables (APP_ENV=development, a fresh API token and
+    callback secret); ``settings`` adds or overrides any of them.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        redis_url: str,
+        database_url: str,
+        *,
+        web_port: int | None = None,
+        flower_port: int | None = None,
+        item_delay: float = 0.15,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.log_dir = log_dir
+        self.web_port = web_port or free_port()
+        self.robot_port = free_port()
+        self.flower_port = flower_port or free_port()
+        self.item_delay = item_delay
+        self.token = f"dev-{secrets.token_urlsafe(18)}"
+        self.base = f"http://127.0.0.1:{self.web_port}"
+        self.robot = f"http://127.0.0.1:{self.robot_port}"
+        self.flower = f"http://127.0.0.1:{self.flower_port}"
+        self.env = {
+            "PATH": bin_path(),
+            "APP_ENV": "development",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "ROBOT_URL": self.robot,
+            "PUBLIC_URL": self.base,
+            "PORT": str(self.web_port),
+            "API_TOKENS": self.token,
+            "ROBOT_CALLBACK_SECRET": secrets.token_urlsafe(32),
+            **(settings or {}),
+        }
+        self.processes: dict[str, Process] = {}
+
+    def command(self, name: str) -> tuple[str, dict[str, str]]:
+        """Return the command line and environment of one process."""
+        if name == "robot":
+            command = (
+                f"python -m orchestrator.robot_simulator --port {self.robot_port} "
+                f"--item-delay {self.item_delay:g}"
+            )
+            return command, self.env
+        if name == "flower":
+            env = {
+                **self.env,
+                "PORT": str(self.flower_port),
+                "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{self.token}",
+            }
+            return procfile()["flower"] + " --address=127.0.0.1", env
+        return procfile()[name], self.env
+
+    def start(self, names: tuple[str, ...], say: Callable[[str], None] = print) -> None:
+        """Run the release, then start each process and wait until it is ready."""
+        run_release(self.env)
+        say("  release   database migrated")
+        for name in names:
+            command, env = self.command(name)
+            self.processes[name] = process = Process(name, command, env, self.log_dir)
+            self._wait_ready(name, process)
+            say(f"  {name:<9} up")
+
+    def _wait_ready(self, name: str, process: Process) -> None:
+        checks: dict[str, Callable[[], bool]] = {
+            "robot": lambda: answers(f"{self.robot}/healthz"),
+            "web": lambda: answers(f"{self.base}/healthz"),
+            "worker": lambda: " ready." in process.log(),
+            "beat": lambda: "beat: Starting..." in process.log(),
+            "flower": lambda: answers(f"{self.flower}/healthcheck"),
+        }
+        ready = checks[name]
+        try:
+            wait_until(lambda: ready() or not process.alive(), 90, f"the {name} process")
+        except TimeoutError:
+            raise RuntimeError(f"{name} did not start; its log: {process.log_path}") from None
+        if not process.alive():
+            tail = process.log()[-1500:]
+            raise RuntimeError(f"{name} exited at start; its log ({process.log_path}):\n{tail}")
+
+    def dead(self) -> list[Process]:
+        """Return the processes that exited on their own."""
+        return [p for p in self.processes.values() if not p.alive()]
+
+    def stop(self) -> None:
+        """Stop every process (see stop_all)."""
+        stop_all(list(self.processes.values()))
+
+
+def stop_all(processes: list[Process]) -> None:
+    """Stop processes together: one SIGTERM each, then wait for each, killing what overstays."""
+    for process in processes:
+        if process.alive():
+            with contextlib.suppress(ProcessLookupError):
+                process.popen.send_signal(signal.SIGTERM)
+    for process in reversed(processes):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(15)
+        process.stop()  # kills what overstayed and reaps its session

@@ -9,6 +9,7 @@ Redis lost its data.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from typing import cast
 
@@ -27,15 +28,23 @@ return 0
 """
 
 _clients: dict[tuple[int, str], redis.Redis] = {}
+_clients_lock = threading.Lock()
 
 
 def get_redis(url: str) -> redis.Redis:
-    """Return this process's Redis client for the URL."""
+    """Return this process's Redis client for the URL (one, even under concurrent first use).
+
+    Two clients made by racing threads would leave one unreferenced mid-command: its
+    finalizer closes its pool's sockets under the command ("Bad file descriptor", a 500).
+    """
     key = (os.getpid(), url)
     client = _clients.get(key)
     if client is None:
-        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-        _clients[key] = client
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+                _clients[key] = client
     return client
 
 

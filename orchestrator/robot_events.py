@@ -93,7 +93,10 @@ def apply_event(
     )
     if seen is not None:
         return EventResult(Outcome.DUPLICATE)
-    job = session.get(Job, job_id, populate_existing=True)
+    # A batch report changes items, then the job; finalize and cancel lock the job, then its
+    # items. Lock the job first here too, or the two deadlock on PostgreSQL.
+    batch = event_type in (BATCH_COMPLETED, BATCH_FAILED)
+    job = session.get(Job, job_id, populate_existing=True, with_for_update=batch)
     assert job is not None
     late = job.status not in OPEN_JOB_STATUSES
     result = EventResult(Outcome.LATE if late else Outcome.APPLIED)

@@ -10,7 +10,7 @@ from flask import Flask
 from orchestrator.celery_app import create_celery
 from orchestrator.config import Settings, load_settings, settings_from_mapping
 
-from . import errors
+from . import dashboard, errors, openapi, security
 from .state import Orchestrator
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     app.extensions["orchestrator"] = Orchestrator(settings, create_celery(settings))
     errors.init_app(app)
     init_api(app)
+    dashboard.init_app(app)  # the operator's pages under /dashboard
+    security.init_app(app)  # rate limits and secure headers
+    openapi.init_app(app)  # GET /openapi.json
     return app
 
 

@@ -80,7 +80,8 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     if len(webhook_id) > 255:
         raise ApiError(422, "webhook-id is too long", details={"webhook-id": ["at most 255"]})
     with state.session() as session:
-        if session.get(Job, job_id) is None:
+        # A NUL byte is in no job id, and PostgreSQL cannot even compare it.
+        if "\x00" in job_id or session.get(Job, job_id) is None:
             raise ApiError(404, f"no job with id {job_id!r}")
         if len(body) > limit:
             raise ApiError(413, "the request body is larger than MAX_BODY_BYTES")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -49,8 +49,11 @@ def error_response(err: ApiError) -> ResponseReturnValue:
     return jsonify(body), err.status
 
 
-def init_app(app: Flask) -> None:
-    """Answer every error, expected or not, with the envelope and never a stack trace."""
+def init_app(app: Flask | Blueprint) -> None:
+    """Answer every error, expected or not, with the envelope and never a stack trace.
+
+    On a blueprint (a host app embedding the callback endpoint) only its routes are covered.
+    """
 
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError) -> ResponseReturnValue:
@@ -62,7 +65,10 @@ def init_app(app: Flask) -> None:
         message = err.description or err.name
         if status == 413:
             message = "the request body is larger than MAX_BODY_BYTES"
-        return error_response(ApiError(status, message))
+        body, code = error_response(ApiError(status, message))
+        # A 405 must say what is allowed (RFC 9110): keep the exception's Allow header.
+        allow = [(k, v) for k, v in err.get_headers() if k.lower() == "allow"]
+        return body, code, allow
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)

@@ -31,11 +31,20 @@ FINAL = ("completed", "failed", "cancelled")
 class System:
     """release, web, worker, beat (Procfile) and the robot simulator on one Redis DB."""
 
-    def __init__(self, log_dir: Path, database_url: str, redis_db: int, **env: str) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        database_url: str,
+        redis_db: int,
+        *,
+        redis_url: str | None = None,
+        **env: str,
+    ) -> None:
         self.log_dir = log_dir
         self.web_port = free_port()
         self.robot_port = free_port()
-        self.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+        # redis_url (optional) replaces the shared Redis, e.g. with a private redis-server.
+        self.redis_url = redis_url or f"redis://127.0.0.1:6379/{redis_db}"
         self.env = {
             "PATH": bin_path(),
             "APP_ENV": "production",
@@ -56,6 +65,8 @@ class System:
         self.base = f"http://127.0.0.1:{self.web_port}"
         self.robot = f"http://127.0.0.1:{self.robot_port}"
         self.processes: dict[str, Process] = {}
+        # Extra command-line arguments per process name, appended to its command.
+        self.extra_args: dict[str, str] = {}
         self.http = requests.Session()
 
     # --- processes ---
@@ -66,7 +77,10 @@ class System:
             self.start_process(name)
         return self
 
-    def start_process(self, name: str, command: str | None = None) -> Process:
+    def start_process(
+        self, name: str, command: str | None = None, label: str | None = None
+    ) -> Process:
+        """Start a process by Procfile name; ``label`` (default: the name) names its log."""
         if command is None and name == "robot":
             command = (
                 f"python -m orchestrator.robot_simulator --port {self.robot_port} "
@@ -76,8 +90,11 @@ class System:
         if name == "worker":
             # Distinct node names let a replacement worker start beside a killed one.
             command += f" --hostname=worker-{uuid.uuid4().hex[:6]}@%h"
-        process = Process(name, command, self.env, self.log_dir)
-        self.processes[name] = process
+        if self.extra_args.get(name):
+            command += f" {self.extra_args[name]}"
+        label = label or name
+        process = Process(label, command, self.env, self.log_dir)
+        self.processes[label] = process
         if name == "robot":
             wait_until(lambda: self._answers(f"{self.robot}/healthz"), 30, "the simulator")
         elif name == "web":

@@ -1,0 +1,270 @@
+"""Scenario 9: constant-time tokens, per-job secrets, rate limits, secure headers, clean logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from orchestrator.localstack import ROOT, procfile
+from orchestrator.signing import job_callback_secret
+from tests.integration.harness import API_TOKEN, MASTER_SECRET, ROBOT_TOKEN, orders
+from webapp import auth
+
+from .conftest import Rig, record, rig
+from .tools import event_body, post_event, signed_headers
+
+pytestmark = pytest.mark.faults
+
+OTHER_TOKEN = "other-token"  # the harness's second API token
+
+
+def test_api_tokens_are_compared_in_constant_time(monkeypatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = auth.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    tokens = ("first-token", "second-token", "third-token")
+    for presented, expected in (
+        ("first-token", True),  # matches at once: every token is still compared
+        ("third-token", True),
+        ("first-tokeX", False),
+        ("f", False),
+        ("first-token-and-more", False),
+    ):
+        calls.clear()
+        assert auth.token_matches(presented, tokens) is expected
+        # No early exit, and every comparison through hmac.compare_digest on bytes.
+        assert len(calls) == len(tokens)
+        assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
+
+
+def test_callback_secrets_are_per_job_and_unrelated_to_the_master() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    secrets = {job_callback_secret(MASTER_SECRET, job_id) for job_id in ids}
+    assert len(secrets) == 50
+    for secret in secrets:
+        assert secret.startswith("whsec_")
+        raw = base64.b64decode(secret.removeprefix("whsec_"))
+        assert len(raw) == 32
+        assert MASTER_SECRET.encode() not in raw and MASTER_SECRET not in secret
+    other_master = job_callback_secret("another-deployment", ids[0])
+    assert other_master not in secrets
+
+
+# --- rate limits ---
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory) -> Iterator[Rig]:
+    # Hour-long windows: the counts cannot roll over in the middle of a test.
+    with rig(
+        tmp_path_factory.mktemp("rate-limits"),
+        names=("web",),
+        hooks=False,
+        RATE_LIMIT_API="20/hour",
+        RATE_LIMIT_CALLBACKS="15/hour",
+    ) as r:
+        left = 3600 - time.time() % 3600
+        if left < 30:  # a fresh window, rather than one about to roll over
+            r.wait(lambda: 3600 - time.time() % 3600 > 30, 40, "a fresh rate-limit window")
+        yield r
+
+
+def _assert_429(answer: requests.Response) -> None:
+    assert answer.status_code == 429, answer.text[:200]
+    assert answer.json()["error"]["code"] == "too_many_requests"
+    assert 1 <= int(answer.headers["Retry-After"]) <= 3600
+
+
+def test_api_rate_limit_is_per_token_and_refuses_with_429(limited: Rig) -> None:
+    r = limited
+    url = f"{r.system.base}/api/jobs"
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    answers = [requests.get(url, headers=headers, timeout=10) for _ in range(20)]
+    assert {a.status_code for a in answers} == {200}
+
+    jobs_before = r.db.scalar("SELECT count(*) FROM jobs")
+    refused = requests.post(url, json={"orders": orders(1)}, headers=headers, timeout=10)
+    _assert_429(refused)
+    assert r.db.scalar("SELECT count(*) FROM jobs") == jobs_before  # nothing was created
+    # Another token has its own allowance.
+    other = requests.get(url, headers={"Authorization": f"Bearer {OTHER_TOKEN}"}, timeout=10)
+    assert other.status_code == 200
+    record("9 API rate limit (20/hour per token)", allowed=20, then=429, other_token=200)
+
+
+def test_bad_tokens_share_one_address_bucket(limited: Rig) -> None:
+    r = limited
+    url = f"{r.system.base}/api/jobs"
+    codes = [
+        requests.get(url, headers={"Authorization": f"Bearer guess-{n}"}, timeout=10).status_code
+        for n in range(21)
+    ]
+    assert codes[:20] == [401] * 20
+    assert codes[20] == 429
+
+
+def test_callback_rate_limit_refuses_with_429_and_applies_nothing(limited: Rig) -> None:
+    r = limited
+    job = requests.post(
+        f"{r.system.base}/api/jobs",
+        json={"orders": orders(1)},
+        headers={"Authorization": f"Bearer {OTHER_TOKEN}"},
+        timeout=10,
+    ).json()
+    body = event_body("robot.item.started", {"itemId": job["items"][0]["id"]})
+    codes = [
+        post_event(r.system.base, job["id"], body, {"webhook-id": "x"}).status_code
+        for _ in range(15)
+    ]
+    assert codes == [401] * 15
+    signed = post_event(r.system.base, job["id"], body, signed_headers(job["id"], body))
+    _assert_429(signed)
+    assert r.db.scalar("SELECT count(*) FROM events") == 0
+    record("9 callback rate limit (15/hour per address)", allowed=15, then=429, applied=0)
+
+
+# --- secure headers ---
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard/", "/dashboard/login", "/", "/healthz", "/openapi.json", "/api/jobs"]
+)
+def test_secure_headers_on_every_answer(limited: Rig, path: str) -> None:
+    # The second token's allowance: the address bucket stays for the tests above.
+    auth = {"Authorization": f"Bearer {OTHER_TOKEN}"}
+    answer = requests.get(
+        f"{limited.system.base}{path}", headers=auth, timeout=10, allow_redirects=False
+    )
+    headers = answer.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert "Strict-Transport-Security" not in headers  # plain HTTP here
+    if path.startswith("/api/"):
+        assert headers["Cache-Control"] == "no-store"
+    behind_tls = requests.get(
+        f"{limited.system.base}{path}",
+        headers={**auth, "X-Forwarded-Proto": "https"},
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert behind_tls.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+# --- no secret in any log ---
+
+DB_PASSWORD = "db-pa55word-7f3a"
+REDIS_PASSWORD = "redis-pa55word-9c1d"
+
+
+def test_a_full_run_leaves_no_secret_in_any_log_or_answer(log_dir) -> None:
+    with rig(
+        log_dir,
+        database="postgres",
+        database_password=DB_PASSWORD,
+        redis_password=REDIS_PASSWORD,
+    ) as r:
+        answers: list[requests.Response] = []
+        batch = orders(4)
+        batch[1]["pedidoInput"]["_simulate"] = "fail"
+        batch[2]["pedidoInput"]["_simulate"] = "skip"
+        submitted = r.system.submit(batch)
+        answers.append(submitted)
+        job_id = submitted.json()["id"]
+        done = r.system.wait_final(job_id)
+        assert done["status"] == "completed"
+        # The error paths log too: a bad token, a forged and a stale callback, a late event,
+        # an oversized body, a refused dispatch and a cancel.
+        api = f"{r.system.base}/api/jobs"
+        answers.append(requests.get(api, headers={"Authorization": "Bearer nope"}, timeout=10))
+        other_id = r.system.submit(orders(1)).json()["id"]
+        r.system.wait_final(other_id)
+        body = event_body("robot.batch.completed", {"items": []})
+        forged = signed_headers(job_id, body, secret=job_callback_secret(MASTER_SECRET, other_id))
+        answers.append(post_event(r.system.base, job_id, body, forged))
+        stale = signed_headers(job_id, body, timestamp=time.time() - 3600)
+        answers.append(post_event(r.system.base, job_id, body, stale))
+        answers.append(r.system.send_event(job_id, "robot.batch.completed", {"items": []}))
+        answers.append(
+            requests.post(
+                api,
+                data=json.dumps(
+                    {"orders": [{"orderId": "X", "pedidoInput": {"p": "x" * 3_000_000}}]}
+                ),
+                headers={
+                    "Authorization": f"Bearer {API_TOKEN}",
+                    "Content-Type": "application/json",
+                },
+                timeout=30,
+            )
+        )
+        r.system.robot_config(mode="http_500")
+        refused_id = r.system.submit(orders(1)).json()["id"]
+        answers.append(r.system.http.get(f"{api}/{refused_id}", headers=r.system.headers()))
+        assert r.system.wait_final(refused_id)["status"] == "failed"
+        r.system.robot_config(mode="never_finish")
+        cancel_id = r.system.submit(orders(1)).json()["id"]
+        answers.append(
+            r.system.http.post(f"{api}/{cancel_id}/cancel", headers=r.system.headers(), timeout=10)
+        )
+        release = _release_output(r)
+
+        secrets = {
+            "API token": API_TOKEN,
+            "second API token": OTHER_TOKEN,
+            "robot token": ROBOT_TOKEN,
+            "master callback secret": MASTER_SECRET,
+            "database password": DB_PASSWORD,
+            "Redis password": REDIS_PASSWORD,
+        }
+        for job in r.db.rows("SELECT id FROM jobs"):
+            secret = job_callback_secret(MASTER_SECRET, job[0])
+            secrets[f"callback secret of {job[0]}"] = secret
+            secrets[f"callback secret of {job[0]} without prefix"] = secret.removeprefix("whsec_")
+        logs = {name: process.log() for name, process in r.system.processes.items()}
+        logs.update({p.name: p.read_text(errors="replace") for p in log_dir.glob("redis-*.log")})
+        logs["release"] = release
+        logs["API answers"] = "\n".join(a.text + str(dict(a.headers)) for a in answers)
+        assert all(logs[name] for name in ("web", "worker", "beat", "robot", "API answers"))
+
+        leaks = [
+            f"{what} in {where}"
+            for what, value in secrets.items()
+            for where, text in logs.items()
+            if value in text
+        ]
+        assert not leaks
+        record(
+            "9 secrets in logs after a full run",
+            logs_searched=len(logs),
+            secrets_searched=len(secrets),
+            leaks=0,
+        )
+
+
+def _release_output(r: Rig) -> str:
+    """Run the release step again and keep everything it prints (it migrates nothing now)."""
+    done = subprocess.run(
+        ["bash", "-c", procfile()["release"]],
+        cwd=ROOT,
+        env=r.system.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0
+    return done.stdout + done.stderr

@@ -1,0 +1,266 @@
+"""Tools to break things on purpose: a cuttable TCP proxy, a restartable Redis, DB probes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from orchestrator.config import normalize_database_url
+from orchestrator.localstack import Process, bin_path, free_port, redis_answers, wait_until
+from orchestrator.signing import job_callback_secret
+from tests.integration.harness import MASTER_SECRET
+
+FINAL = ("completed", "failed", "cancelled")
+
+
+class TcpProxy:
+    """Forward a loopback port to a target; ``cut()`` drops every connection and refuses new ones.
+
+    Put between the processes and PostgreSQL it plays a database that went away (a restart, a
+    network cut) without touching the shared server.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._cut = threading.Event()
+        self._stop = threading.Event()
+        self.refused = 0
+        self.dropped = 0
+        self._accepter = threading.Thread(target=self._accept_loop, daemon=True)
+        self._accepter.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            if self._cut.is_set():
+                self.refused += 1
+                self._close(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                self._close(client)
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close(src)
+            self._close(dst)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones until ``restore()``."""
+        self._cut.set()
+        with self._lock:
+            victims = list(self._open)
+        self.dropped += len(victims) // 2
+        for sock in victims:
+            self._close(sock)
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+        self._accepter.join(5)
+        self._server.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+class RestartableRedis:
+    """A private redis-server that keeps nothing on disk, restartable on the same port."""
+
+    def __init__(self, log_dir: Path, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.binary = binary
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.password = password
+        self.process: Process | None = None
+        self.generation = 0
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RestartableRedis:
+        self.generation += 1
+        command = f"{self.binary} --port {self.port} --bind 127.0.0.1 --save '' --appendonly no" + (
+            f" --requirepass {self.password}" if self.password else ""
+        )
+        self.process = Process(
+            f"redis-{self.generation}", command, {"PATH": bin_path()}, self.log_dir
+        )
+        wait_until(lambda: redis_answers(self.url), 15, "the private redis-server")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL it: every key, queued message and pub/sub subscription is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.stop()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+class Db:
+    """Read-only probes of a system's database, straight from the test process."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(normalize_database_url(url), poolclass=NullPool)
+
+    def rows(self, sql: str, **params: Any) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(text(sql), params))
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def job_statuses(self) -> Counter[str]:
+        return Counter(dict(self.rows("SELECT status, count(*) FROM jobs GROUP BY status")))
+
+    def open_jobs(self) -> int:
+        return int(
+            self.scalar("SELECT count(*) FROM jobs WHERE status IN ('pending', 'processing')")
+        )
+
+    def all_final(self, total: int) -> bool:
+        counts = self.job_statuses()
+        return sum(counts[s] for s in FINAL) == total and sum(counts.values()) == total
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """Everything a rejected request must leave as it was."""
+        return (
+            tuple(self.rows("SELECT id, status, error, report, finished_at FROM jobs ORDER BY id")),
+            tuple(
+                self.rows(
+                    "SELECT id, status, tracking_number, error FROM items ORDER BY job_id, id"
+                )
+            ),
+            self.scalar("SELECT count(*) FROM events"),
+            self.scalar("SELECT count(*) FROM idempotency_keys"),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def attempts(log_dir: Path) -> Counter[str]:
+    """Dispatch attempts per job, as counted by tests.faults.hooks in every worker."""
+    path = log_dir / "attempts.log"
+    if not path.exists():
+        return Counter()
+    return Counter(line for line in path.read_text().splitlines() if line)
+
+
+def held(log_dir: Path, job_id: str) -> str | None:
+    """Where the hook holds the job's dispatch ('before' or 'after' the send), if it does."""
+    path = log_dir / f"held-{job_id}"
+    return path.read_text() if path.exists() else None
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.start, 2)
+
+
+def signed_headers(
+    job_id: str,
+    body: bytes | str,
+    webhook_id: str | None = None,
+    *,
+    secret: str | None = None,
+    timestamp: float | None = None,
+) -> dict[str, str]:
+    """Standard Webhooks headers for ``body``, signed with the job's secret (or ``secret``)."""
+    raw = body.encode() if isinstance(body, str) else body
+    msg_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    stamp = str(int(timestamp if timestamp is not None else time.time()))
+    key = base64.b64decode(
+        (secret or job_callback_secret(MASTER_SECRET, job_id)).removeprefix("whsec_")
+    )
+    # HMAC over the raw bytes, as the spec says (a body need not be valid UTF-8 to be signed).
+    digest = hmac.new(key, f"{msg_id}.{stamp}.".encode() + raw, hashlib.sha256).digest()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+        "Content-Type": "application/json",
+    }
+
+
+def post_event(
+    base: str, job_id: str, body: bytes | str, headers: dict[str, str]
+) -> requests.Response:
+    """POST a callback on a fresh connection (thread-safe, unlike a shared Session)."""
+    data = body.encode() if isinstance(body, str) else body
+    return requests.post(
+        f"{base}/api/robot/jobs/{quote(job_id, safe='')}/events",
+        data=data,
+        headers=headers,
+        timeout=30,
+    )
+
+
+def event_body(event_type: str, data: dict[str, Any]) -> str:
+    return json.dumps({"type": event_type, "data": data})

@@ -1,0 +1,191 @@
+"""The dashboard in a real headless Chromium against the real processes.
+
+Debian's chromium, driven by Playwright's Python package (never a downloaded browser). The
+screenshot of the finished job page is saved as ``artifacts/dashboard-job-completed.png``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import redis
+import requests
+
+from orchestrator.localstack import ROOT, LocalSystem, wait_until
+
+pytestmark = pytest.mark.integration
+
+REDIS_DB = 9
+PASSWORD = "browser-test-password"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "artifacts"
+# One column per field; the simulator rejects the order whose _simulate is "fail".
+GOOD_CSV = (
+    "orderId,destinatario,ciudad,peso_kg,_simulate\n"
+    "WEB-1,Ana Gómez,Bogotá,1.5,\n"
+    "WEB-2,Luis Pérez,Medellín,0.8,\n"
+    "WEB-3,Marta Ruiz,Cali,2.3,fail\n"
+    "WEB-4,Jorge Díaz,Barranquilla,4.0,\n"
+)
+
+
+def _flush() -> None:
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory) -> Iterator[LocalSystem]:
+    log_dir = tmp_path_factory.mktemp("browser")
+    _flush()
+    running = LocalSystem(
+        log_dir,
+        f"redis://127.0.0.1:6379/{REDIS_DB}",
+        f"sqlite:///{log_dir / 'orchestrator.db'}",
+        item_delay=0.4,  # slow enough to watch the page update while items finish
+        settings={
+            "DASHBOARD_PASSWORD": PASSWORD,
+            "ROBOT_SETTLE_SECONDS": "0.3",
+            "HOUSEKEEPING_INTERVAL_SECONDS": "1",
+        },
+    )
+    try:
+        running.start(("robot", "web", "worker", "beat"), say=lambda line: None)
+        yield running
+    finally:
+        running.stop()
+        _flush()
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _job(system: LocalSystem, job_id: str) -> dict:
+    answer = requests.get(
+        f"{system.base}/api/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {system.token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_submit_through_the_form_and_watch_the_job_complete(system, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(30_000)
+
+    # Never open by default: the dashboard sends a stranger to the login page.
+    page.goto(f"{system.base}/")
+    assert page.url.startswith(f"{system.base}/dashboard/login")
+    page.fill("input[name=password]", "wrong")
+    page.click("button[type=submit]")
+    assert "Wrong token" in page.inner_text("main")
+    page.fill("input[name=user]", "operator")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{system.base}/dashboard/")
+
+    # A file with a bad row: nothing is submitted, the page names the line.
+    page.click("text=Submit a batch")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(GOOD_CSV + ",Nadie,Cali,1,\n")
+    page.set_input_files("input[name=file]", str(bad))
+    page.click("button:has-text('Submit batch')")
+    assert page.inner_text("#problems").splitlines()[-1] == "line 6: orderId is empty"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-submit-errors.png"), full_page=True)
+
+    # The fixed file goes through; the job page follows it live, without a reload.
+    good = tmp_path / "orders.csv"
+    good.write_text(GOOD_CSV)
+    page.set_input_files("input[name=file]", str(good))
+    page.click("button:has-text('Submit batch')")
+    page.wait_for_url(re.compile(r".*/dashboard/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    assert "Job submitted: 4 orders." in page.inner_text("main")
+    page.wait_for_selector("h1 [data-status=completed]", timeout=60_000)
+
+    rows = {
+        row.get_attribute("data-order"): row.inner_text().split("\t")
+        for row in page.query_selector_all("table.items tbody tr")
+    }
+    assert sorted(rows) == ["WEB-1", "WEB-2", "WEB-3", "WEB-4"]
+    for order, cells in rows.items():
+        if order == "WEB-3":
+            assert cells[2:] == ["error", "portal rejected the address"]
+        else:
+            assert cells[2].strip() == "success"
+            assert re.fullmatch(r"CO\d{10}", cells[3].strip())
+    timeline = page.inner_text("ol.timeline")
+    for step in ("created", "processing", "dispatched", "waiting for the robot"):
+        assert step in timeline
+    assert timeline.count("item.completed") == 4
+    assert "batch.completed" in timeline
+    assert page.query_selector("form[action$='/cancel']") is None
+    shot = ARTIFACTS / "dashboard-job-completed.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+    # What the page shows is what the API says.
+    api = _job(system, job_id)
+    assert api["status"] == "completed"
+    assert {i["orderId"]: i["trackingNumber"] or i["error"] for i in api["items"]} == {
+        order: cells[3].strip() for order, cells in rows.items()
+    }
+
+    # The job list shows it with its badge and counts.
+    page.click("nav >> text=Jobs")
+    row = page.wait_for_selector(f"tr[data-job='{job_id}']")
+    assert row.query_selector("[data-status=completed]") is not None
+    page.screenshot(path=str(ARTIFACTS / "dashboard-jobs.png"), full_page=True)
+
+
+def test_cancel_from_the_job_page(system, browser):
+    requests.post(f"{system.robot}/_sim/config", json={"mode": "never_finish"}, timeout=5)
+    try:
+        answer = requests.post(
+            f"{system.base}/api/jobs",
+            json={"orders": [{"orderId": "STUCK-1", "pedidoInput": {}}]},
+            headers={"Authorization": f"Bearer {system.token}"},
+            timeout=10,
+        )
+        job_id = answer.json()["id"]
+        wait_until(lambda: _job(system, job_id)["dispatchedAt"], 30, "the dispatch")
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{system.base}/dashboard/jobs/{job_id}")
+        page.fill("input[name=password]", system.token)  # an API token signs in too
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{system.base}/dashboard/jobs/{job_id}")
+        page.wait_for_selector("h1 [data-status=processing]")
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.click("button:has-text('Cancel job')")
+        page.wait_for_selector("h1 [data-status=cancelled]")
+        assert "Job cancelled" in page.inner_text("main")
+        assert page.inner_text("tr[data-order='STUCK-1']").split("\t")[2].strip() == "unknown"
+    finally:
+        requests.post(f"{system.robot}/_sim/config", json={"mode": "normal"}, timeout=5)

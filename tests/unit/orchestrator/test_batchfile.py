@@ -1,0 +1,115 @@
+"""Reading batches from CSV and JSON, every problem tied to its line."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.batchfile import api_errors, parse_batch
+
+
+def messages(batch) -> list[str]:
+    return [str(error) for error in batch.errors]
+
+
+def test_csv_with_a_pedido_input_column():
+    batch = parse_batch(b'orderId,pedidoInput\nA-1,"{""ciudad"": ""Cali"", ""n"": 2}"\n', "o.csv")
+    assert batch.errors == []
+    assert batch.orders == [{"orderId": "A-1", "pedidoInput": {"ciudad": "Cali", "n": 2}}]
+    assert batch.lines == [2]
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_csv_with_one_column_per_field(separator):
+    text = "\n".join(
+        separator.join(row) for row in [["orderId", "ciudad", "peso"], ["B-1", "Cali", "1.5"]]
+    )
+    batch = parse_batch(text + "\n", "o.csv")
+    assert batch.orders == [{"orderId": "B-1", "pedidoInput": {"ciudad": "Cali", "peso": "1.5"}}]
+
+
+def test_csv_lines_count_blank_lines_and_quoted_line_breaks():
+    text = 'orderId,nota\n\nC-1,"two\nlines"\n,x\nC-3,y,z\n'
+    batch = parse_batch(text.encode(), "o.csv")
+    assert messages(batch) == ["line 5: orderId is empty", "line 6: expected 2 cells, found 3"]
+    assert batch.lines == [3]
+
+
+def test_excel_bom_and_non_utf8():
+    assert parse_batch(b"\xef\xbb\xbforderId,x\nD-1,1\n", "o.csv").orders == [
+        {"orderId": "D-1", "pedidoInput": {"x": "1"}}
+    ]
+    batch = parse_batch(b"orderId,x\nD-1,caf\xe9\n", "o.csv")
+    assert messages(batch) == ["line 2: the file is not UTF-8 text"]
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("id,pedidoInput", "the header needs an orderId column; found 'id', 'pedidoInput'"),
+        ("orderId,x,x", "the header names a column twice: x"),
+        ("orderId,,x", "the header has a column without a name"),
+        ("orderId,pedidoInput,x", "with a pedidoInput column there can be no other field"),
+        ("orderId", "the header has only orderId"),
+    ],
+)
+def test_csv_header_problems_are_on_line_1(header, problem):
+    [error] = parse_batch(f"{header}\nE-1,1,2\n", "o.csv").errors
+    assert error.line == 1 and error.message.startswith(problem)
+
+
+def test_csv_row_problems():
+    text = 'orderId,pedidoInput\nF-1,{}\nF-2,"[1]"\nF-3,{nope\nF-1,{}\n' + "G" * 101 + ",{}\n"
+    assert messages(parse_batch(text, "o.csv")) == [
+        "line 3: pedidoInput must be a JSON object ({...})",
+        "line 4: pedidoInput is not valid JSON: Expecting property name enclosed in double quotes",
+        "line 5: orderId 'F-1' repeats line 2",
+        "line 6: orderId is longer than 100 characters",
+    ]
+
+
+def test_empty_files():
+    assert messages(parse_batch("", "o.csv")) == ["the file is empty: it needs a header row"]
+    assert messages(parse_batch("orderId,x\n", "o.csv")) == [
+        "line 1: the file has a header but no orders"
+    ]
+    assert messages(parse_batch('{"orders": []}', "o.json")) == ["the file has no orders"]
+
+
+def test_json_object_or_bare_list():
+    order = {"orderId": "H-1", "pedidoInput": {"a": [1, 2]}}
+    assert parse_batch('{"orders": [{"orderId": "H-1", "pedidoInput": {"a": [1, 2]}}]}').orders == [
+        order
+    ]
+    assert parse_batch('[{"orderId": "H-1", "pedidoInput": {"a": [1, 2]}}]').orders == [order]
+
+
+def test_json_problems():
+    assert messages(parse_batch('{"orders": [\n  {"orderId": 1,}\n]}', "o.json")) == [
+        "line 2: invalid JSON: Expecting property name enclosed in double quotes (column 17)"
+    ]
+    text = (
+        '[{"orderId": "I-1", "pedidoInput": {}}, 7, {"orderId": "", "pedidoInput": []},'
+        ' {"orderId": "I-1", "pedidoInput": {}, "extra": 1}, {"orderId": "I-1", "pedidoInput": {}}]'
+    )
+    assert messages(parse_batch(text)) == [
+        "order #2: must be an object",
+        "order #3: orderId is empty",
+        "order #3: pedidoInput must be a JSON object ({...})",
+        "order #4 (I-1): unknown field 'extra'",
+        "order #5: orderId 'I-1' repeats order #1",
+    ]
+    assert messages(parse_batch('{"jobs": []}')) == [
+        'the JSON must be {"orders": [...]} or a list of orders'
+    ]
+
+
+def test_api_errors_point_at_the_lines():
+    batch = parse_batch("orderId,x\nJ-1,1\nJ-2,2\n", "o.csv")
+    details = {"orders": {"1": {"orderId": ["too odd"]}}, "Idempotency-Key": ["too long"]}
+    assert api_errors(batch, details) == [
+        "line 3: orderId: too odd",
+        "Idempotency-Key: too long",
+    ]
+    assert api_errors(batch, {"orders": ["must contain 1 to 5 orders"]}) == [
+        "orders: must contain 1 to 5 orders"
+    ]

@@ -1,0 +1,435 @@
+"""The dashboard through the Flask test client: login, CSRF, list, job page, submit, cancel."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import zlib
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator import lifecycle
+from orchestrator.db import session_scope
+from orchestrator.models import Item, Job
+from orchestrator.robot_events import apply_event
+from webapp.dashboard.login import session_key
+
+from ..conftest import API_TOKEN
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _no_dashboard_password_in_the_environment(monkeypatch):
+    """The app reads DASHBOARD_* when it is built: start every test from the defaults."""
+    monkeypatch.delenv("DASHBOARD_USER", raising=False)
+    monkeypatch.delenv("DASHBOARD_PASSWORD", raising=False)
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def sign_in(client, password: str = API_TOKEN, user: str = "") -> Any:
+    token = csrf_of(client.get("/dashboard/login").get_data(as_text=True))
+    return client.post(
+        "/dashboard/login", data={"csrf_token": token, "user": user, "password": password}
+    )
+
+
+@pytest.fixture
+def signed_in(client):
+    answer = sign_in(client)
+    assert answer.status_code == 303
+    return client
+
+
+def form_page(client, path: str = "/dashboard/submit") -> tuple[str, str]:
+    html = client.get(path).get_data(as_text=True)
+    submission = re.search(r'name="submission" value="([0-9a-f]{32})"', html)
+    assert submission
+    return csrf_of(html), submission.group(1)
+
+
+def post_batch(client, text: str = "", file: tuple[bytes, str] | None = None, **extra: str):
+    csrf, submission = form_page(client)
+    data: dict[str, Any] = {"csrf_token": csrf, "submission": submission, "text": text, **extra}
+    if file is not None:
+        data["file"] = (io.BytesIO(file[0]), file[1])
+    return client.post("/dashboard/submit", data=data, content_type="multipart/form-data")
+
+
+def problems(html: str) -> list[str]:
+    block = re.search(r'<section class="flash error" id="problems".*?</section>', html, re.S)
+    assert block, "no problem list on the page"
+    return re.findall(r"<li>(.*?)</li>", block.group(0))
+
+
+def job_rows(database_url: str) -> list[Job]:
+    with session_scope(database_url) as session:
+        return list(session.scalars(select(Job)))
+
+
+def orders_json(*order_ids: str) -> str:
+    return json.dumps({"orders": [{"orderId": o, "pedidoInput": {"n": o}} for o in order_ids]})
+
+
+# --- login ---
+
+
+def test_every_page_needs_a_login(client):
+    for path in ("/dashboard/", "/dashboard/submit", "/dashboard/jobs/x"):
+        answer = client.get(path)
+        assert answer.status_code == 302
+        assert answer.headers["Location"].startswith("/dashboard/login?next=")
+    assert client.get("/dashboard/live/jobs").status_code == 401
+    assert client.get("/").headers["Location"] == "/dashboard/"
+
+
+def test_an_api_token_signs_in_and_returns_to_the_page_asked_for(client):
+    token = csrf_of(client.get("/dashboard/login").get_data(as_text=True))
+    answer = client.post(
+        "/dashboard/login?next=/dashboard/submit",
+        data={"csrf_token": token, "password": API_TOKEN},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/dashboard/submit"
+    page = client.get("/dashboard/")
+    assert page.status_code == 200
+    assert "<h1>Jobs</h1>" in page.get_data(as_text=True)
+
+
+def test_a_wrong_token_is_refused(client):
+    answer = sign_in(client, "not-a-token")
+    assert answer.status_code == 401
+    assert "Wrong token" in answer.get_data(as_text=True)
+    assert client.get("/dashboard/").status_code == 302
+
+
+def test_no_password_login_unless_configured(client, app):
+    assert app.config["DASHBOARD_PASSWORD"] is None
+    assert sign_in(client, "", user="operator").status_code == 401
+    assert sign_in(client, "operator", user="operator").status_code == 401
+    assert 'name="user"' not in client.get("/dashboard/login").get_data(as_text=True)
+
+
+def test_configured_user_and_password_sign_in(client, app):
+    app.config["DASHBOARD_PASSWORD"] = PASSWORD
+    assert sign_in(client, PASSWORD, user="someone-else").status_code == 401
+    assert sign_in(client, PASSWORD + "x", user="operator").status_code == 401
+    assert sign_in(client, PASSWORD, user="operator").status_code == 303
+    assert "operator" in client.get("/dashboard/").get_data(as_text=True)
+
+
+def test_next_never_leaves_the_dashboard(client):
+    token = csrf_of(client.get("/dashboard/login").get_data(as_text=True))
+    answer = client.post(
+        "/dashboard/login?next=https://evil.example/dashboard",
+        data={"csrf_token": token, "password": API_TOKEN},
+    )
+    assert answer.headers["Location"] == "/dashboard/"
+
+
+def test_login_without_csrf_token_is_refused(client):
+    client.get("/dashboard/login")
+    answer = client.post("/dashboard/login", data={"password": API_TOKEN})
+    assert answer.status_code == 400
+    assert client.get("/dashboard/").status_code == 302
+
+
+def test_session_key_is_derived_from_the_callback_secret(app):
+    secret = app.extensions["orchestrator"].settings.robot_callback_secret
+    assert app.secret_key == session_key(secret)
+    assert app.secret_key != secret
+    assert secret not in app.secret_key
+    assert session_key("a") != session_key("b")
+
+
+def test_the_session_cookie_holds_no_credential(client):
+    sign_in(client)
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    payload = cookie.value.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    if cookie.value.startswith("."):
+        raw = zlib.decompress(raw)
+    assert API_TOKEN.encode() not in raw
+    assert b"API token" in raw
+
+
+def test_removing_a_token_ends_its_sessions(client, app):
+    sign_in(client, "second-token")
+    assert client.get("/dashboard/").status_code == 200
+    state = app.extensions["orchestrator"]
+    state.settings = replace(state.settings, api_tokens=(API_TOKEN,))
+    assert client.get("/dashboard/").status_code == 302
+
+
+def test_sign_out(signed_in):
+    html = signed_in.get("/dashboard/").get_data(as_text=True)
+    answer = signed_in.post("/dashboard/logout", data={"csrf_token": csrf_of(html)})
+    assert answer.status_code == 303
+    assert signed_in.get("/dashboard/").status_code == 302
+
+
+# --- submit ---
+
+
+def test_pasted_json_creates_a_job_and_starts_it(signed_in, sqlite_url, started):
+    answer = post_batch(signed_in, orders_json("A-1", "A-2"))
+    assert answer.status_code == 303
+    job_id = answer.headers["Location"].rsplit("/", 1)[1]
+    assert started.job_ids == [job_id]
+    [job] = job_rows(sqlite_url)
+    assert job.id == job_id and job.item_count == 2
+    page = signed_in.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "Job submitted: 2 orders." in page
+    assert 'data-order="A-1"' in page and 'data-order="A-2"' in page
+
+
+def test_csv_upload_with_one_column_per_field(signed_in, sqlite_url, started):
+    csv = "orderId,ciudad,peso_kg\nC-1,Cali,1.5\nC-2,Bogotá,2\n".encode()
+    answer = post_batch(signed_in, file=(csv, "orders.csv"))
+    assert answer.status_code == 303
+    with session_scope(sqlite_url) as session:
+        items = list(session.scalars(select(Item).order_by(Item.position)))
+        assert [(i.order_id, i.pedido_input) for i in items] == [
+            ("C-1", {"ciudad": "Cali", "peso_kg": "1.5"}),
+            ("C-2", {"ciudad": "Bogotá", "peso_kg": "2"}),
+        ]
+    assert len(started.job_ids) == 1
+
+
+def test_csv_upload_with_a_pedido_input_column(signed_in, sqlite_url):
+    csv = b'orderId,pedidoInput\nP-1,"{""ciudad"": ""Cali"", ""peso"": 2}"\n'
+    assert post_batch(signed_in, file=(csv, "orders.csv")).status_code == 303
+    with session_scope(sqlite_url) as session:
+        item = session.scalars(select(Item)).one()
+        assert item.pedido_input == {"ciudad": "Cali", "peso": 2}
+
+
+def test_bad_rows_are_listed_by_line_and_nothing_is_created(signed_in, sqlite_url, started):
+    csv = b'orderId,pedidoInput\nB-1,{}\n,{}\nB-3,"[1, 2]"\nB-1,{}\n'
+    answer = post_batch(signed_in, file=(csv, "orders.csv"))
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "line 3: orderId is empty",
+        "line 4: pedidoInput must be a JSON object ({...})",
+        "line 5: orderId &#39;B-1&#39; repeats line 2",
+    ]
+    assert job_rows(sqlite_url) == [] and started.job_ids == []
+
+
+def test_the_batch_size_limit_applies(signed_in, sqlite_url):
+    answer = post_batch(signed_in, orders_json(*[f"N-{n}" for n in range(51)]))
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "a job takes at most 50 orders; this batch has 51"
+    ]
+    assert job_rows(sqlite_url) == []
+
+
+def test_invalid_json_names_its_line(signed_in):
+    answer = post_batch(signed_in, '{"orders": [\n  {"orderId": "J-1",}\n]}')
+    assert answer.status_code == 422
+    [problem] = problems(answer.get_data(as_text=True))
+    assert problem.startswith("line 2: invalid JSON")
+    # The pasted text stays in the form to be fixed.
+    assert "J-1" in answer.get_data(as_text=True)
+
+
+def test_empty_form_and_both_inputs_are_refused(signed_in):
+    assert problems(post_batch(signed_in).get_data(as_text=True)) == [
+        "Choose a file or paste the orders."
+    ]
+    answer = post_batch(signed_in, orders_json("X"), file=(b"orderId,x\nY,1\n", "o.csv"))
+    assert problems(answer.get_data(as_text=True)) == ["Upload a file or paste text, not both."]
+
+
+def test_a_double_submit_of_one_form_makes_one_job(signed_in, sqlite_url, started):
+    csrf, submission = form_page(signed_in)
+    data = {"csrf_token": csrf, "submission": submission, "text": orders_json("D-1")}
+    first = signed_in.post("/dashboard/submit", data=data)
+    second = signed_in.post("/dashboard/submit", data=data)
+    assert first.headers["Location"] == second.headers["Location"]
+    assert len(job_rows(sqlite_url)) == 1 and len(started.job_ids) == 1
+    page = signed_in.get(second.headers["Location"]).get_data(as_text=True)
+    assert "This form was submitted before" in page
+
+
+def test_submit_without_csrf_token_creates_nothing(signed_in, sqlite_url):
+    _, submission = form_page(signed_in)
+    answer = signed_in.post(
+        "/dashboard/submit", data={"submission": submission, "text": orders_json("Z")}
+    )
+    assert answer.status_code == 400
+    assert "reload" in answer.get_data(as_text=True)
+    assert job_rows(sqlite_url) == []
+
+
+def test_a_foreign_sessions_csrf_token_is_refused(signed_in, app, sqlite_url):
+    other = app.test_client()
+    sign_in(other)
+    foreign = csrf_of(other.get("/dashboard/submit").get_data(as_text=True))
+    _, submission = form_page(signed_in)
+    answer = signed_in.post(
+        "/dashboard/submit",
+        data={"csrf_token": foreign, "submission": submission, "text": orders_json("F")},
+    )
+    assert answer.status_code == 400
+    assert job_rows(sqlite_url) == []
+
+
+# --- job list and job page ---
+
+
+def _submit(client) -> str:
+    answer = post_batch(client, orders_json("T-1", "T-2", "T-3"))
+    return answer.headers["Location"].rsplit("/", 1)[1]
+
+
+def _run_robot(database_url: str, make_settings, job_id: str) -> None:
+    """Walk the job through dispatch and the robot's callbacks as a worker and the edge would."""
+    settings = make_settings(database_url=database_url)
+    with session_scope(database_url) as session:
+        lifecycle.mark_processing(session, job_id)
+    with session_scope(database_url) as session:
+        ticket = lifecycle.claim_dispatch(session, job_id, settings)
+        assert ticket is not None
+    with session_scope(database_url) as session:
+        lifecycle.record_dispatch_result(session, job_id, "accepted")
+    first, second, third = (item["itemId"] for item in ticket.items)
+    events = [
+        ("robot.item.started", {"itemId": first}),
+        ("robot.item.completed", {"itemId": first, "status": "success", "trackingNumber": "CO42"}),
+        ("robot.item.completed", {"itemId": second, "status": "error", "error": "bad address"}),
+        ("robot.batch.completed", {"items": []}),
+    ]
+    for n, (event_type, data) in enumerate(events):
+        with session_scope(database_url) as session:
+            apply_event(session, job_id, f"msg_{n}", event_type, data)
+    with session_scope(database_url) as session:
+        assert lifecycle.finalize(session, job_id) == "completed"
+    # A result the robot sends after the end is recorded as late and still applied.
+    with session_scope(database_url) as session:
+        late = {"itemId": third, "status": "success", "trackingNumber": "CO43"}
+        apply_event(session, job_id, "msg_late", "robot.item.completed", late)
+
+
+def test_job_page_shows_items_tracking_numbers_errors_and_timeline(
+    signed_in, sqlite_url, make_settings
+):
+    job_id = _submit(signed_in)
+    _run_robot(sqlite_url, make_settings, job_id)
+    html = signed_in.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert 'data-final="true"' in html
+    assert 'data-status="completed"' in html
+    assert "CO42" in html and "bad address" in html and "CO43" in html
+    steps = re.findall(
+        r'<span class="step">(.*?)(?: <span class="badge badge-late">late</span>)?</span>', html
+    )
+    assert steps == [
+        "created",
+        "processing",
+        "dispatched",
+        "waiting for the robot",
+        "item.started",
+        "item.completed",
+        "item.completed",
+        "batch.completed",
+        "completed",
+        "item.completed",
+    ]
+    assert html.count("badge-late") == 1
+    assert "T-1: success, tracking number CO42" in html
+    assert "T-2: error, bad address" in html
+    assert "Cancel job" not in html
+
+
+def test_open_job_page_polls_a_fragment_and_offers_cancel(signed_in):
+    job_id = _submit(signed_in)
+    html = signed_in.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert f'data-live="/dashboard/live/jobs/{job_id}"' in html
+    assert 'data-final="false"' in html and "Cancel job" in html
+    fragment = signed_in.get(f"/dashboard/live/jobs/{job_id}").get_data(as_text=True)
+    assert "<html" not in fragment and 'id="live"' in fragment
+
+
+def test_cancel_button_cancels_and_a_second_press_says_why_not(signed_in, sqlite_url, app):
+    job_id = _submit(signed_in)
+    html = signed_in.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    answer = signed_in.post(f"/dashboard/jobs/{job_id}/cancel", data={"csrf_token": csrf_of(html)})
+    assert answer.status_code == 303
+    page = signed_in.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert "Job cancelled" in page and 'data-status="cancelled"' in page
+    with session_scope(sqlite_url) as session:
+        statuses = {i.status for i in session.scalars(select(Item))}
+        assert statuses == {"error"}  # never dispatched: safe to submit again
+    signed_in.post(f"/dashboard/jobs/{job_id}/cancel", data={"csrf_token": csrf_of(page)})
+    again = signed_in.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert "already cancelled" in again
+
+
+def test_cancel_needs_the_csrf_token(signed_in, sqlite_url):
+    job_id = _submit(signed_in)
+    assert signed_in.post(f"/dashboard/jobs/{job_id}/cancel").status_code == 400
+    [job] = job_rows(sqlite_url)
+    assert job.status == "pending"
+
+
+def test_job_list_counts_filters_and_badges(signed_in, sqlite_url, make_settings):
+    done = _submit(signed_in)
+    _run_robot(sqlite_url, make_settings, done)
+    waiting = _submit(signed_in)
+    html = signed_in.get("/dashboard/").get_data(as_text=True)
+    assert f'data-job="{done}"' in html and f'data-job="{waiting}"' in html
+    assert '<span class="count" data-count="completed">1</span>' in html
+    assert '<span class="count" data-count="pending">1</span>' in html
+    only = signed_in.get("/dashboard/?status=completed").get_data(as_text=True)
+    assert f'data-job="{done}"' in only and f'data-job="{waiting}"' not in only
+    live = signed_in.get("/dashboard/live/jobs?status=pending").get_data(as_text=True)
+    assert f'data-job="{waiting}"' in live and "<html" not in live
+
+
+def test_job_list_pages_with_a_signed_cursor(signed_in, monkeypatch):
+    from webapp.dashboard import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 2)
+    ids = [_submit(signed_in) for _ in range(3)]
+    first = signed_in.get("/dashboard/").get_data(as_text=True)
+    assert f'data-job="{ids[0]}"' not in first
+    older = re.search(r'href="(/dashboard/\?before=[^"]+)"', first)
+    assert older
+    second = signed_in.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    assert f'data-job="{ids[0]}"' in second
+    assert signed_in.get("/dashboard/?before=forged").status_code == 404
+
+
+def test_unknown_pages_answer_html_not_json(signed_in):
+    answer = signed_in.get("/dashboard/jobs/no-such-job")
+    assert answer.status_code == 404
+    assert answer.mimetype == "text/html"
+    assert "there is no job no-such-job" in answer.get_data(as_text=True)
+    assert signed_in.get("/dashboard/?status=bogus").status_code == 404
+
+
+def test_the_api_keeps_its_json_errors(client):
+    answer = client.get("/api/jobs")
+    assert answer.status_code == 401 and answer.is_json
+
+
+def test_repeated_failed_sign_ins_are_throttled(client, fake_redis):
+    for _ in range(20):
+        assert sign_in(client, "guess").status_code == 401
+    answer = sign_in(client, API_TOKEN)
+    assert answer.status_code == 429
+    assert "too many failed sign-ins" in answer.get_data(as_text=True)
+    fake_redis.flushall()
+    assert sign_in(client, API_TOKEN).status_code == 303

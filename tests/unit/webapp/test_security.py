@@ -1,0 +1,105 @@
+"""Rate limits, secure headers and /openapi.json on the Flask app (fakeredis)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from webapp import create_app, security
+from webapp.security import Limit, parse_limit
+
+from ..conftest import API_TOKEN, REDIS_URL
+
+
+@pytest.mark.parametrize(
+    ("raw", "limit"),
+    [
+        ("600/minute", Limit(600, 60)),
+        ("5 per second", Limit(5, 1)),
+        ("100/hours", Limit(100, 3600)),
+        ("7/30", Limit(7, 30)),
+        ("off", None),
+    ],
+)
+def test_limits_parse(raw: str, limit: Limit | None) -> None:
+    assert parse_limit("RATE_LIMIT_API", raw) == limit
+
+
+@pytest.mark.parametrize("raw", ["lots", "10/fortnight", "0/minute", "-1/minute", "5/0"])
+def test_bad_limits_name_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match="RATE_LIMIT_API"):
+        parse_limit("RATE_LIMIT_API", raw)
+
+
+@pytest.fixture
+def limited_app(monkeypatch, sqlite_url, make_settings, fake_redis, started):
+    monkeypatch.setenv("RATE_LIMIT_API", "3/hour")
+    monkeypatch.setenv("RATE_LIMIT_CALLBACKS", "2/hour")
+    return create_app(
+        make_settings(database_url=sqlite_url, redis_url=REDIS_URL, api_tokens=(API_TOKEN, "b"))
+    )
+
+
+def test_api_limit_is_per_token_and_answers_429_in_the_envelope(limited_app) -> None:
+    client = limited_app.test_client()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert [client.get("/api/jobs", headers=auth).status_code for _ in range(3)] == [200] * 3
+
+    refused = client.get("/api/jobs", headers=auth)
+
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "too_many_requests"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert client.get("/api/jobs", headers={"Authorization": "Bearer b"}).status_code == 200
+
+
+def test_callback_limit_comes_before_the_signature(limited_app) -> None:
+    client = limited_app.test_client()
+    codes = [client.post("/api/robot/jobs/x/events", data=b"{}").status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+
+
+def test_a_bad_limit_keeps_the_default(monkeypatch, sqlite_url, make_settings, fake_redis) -> None:
+    monkeypatch.setenv("RATE_LIMIT_API", "plenty")
+    app = create_app(make_settings(database_url=sqlite_url, redis_url=REDIS_URL))
+    assert app.extensions["rate_limits"]["api"] == parse_limit("x", security.DEFAULT_API_LIMIT)
+
+
+def test_limits_fail_open_without_redis(limited_app, fake_redis, monkeypatch) -> None:
+    def down(*_, **__):
+        raise redis.ConnectionError("Redis is gone")
+
+    monkeypatch.setattr(fake_redis, "pipeline", down)
+    client = limited_app.test_client()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert [client.get("/api/jobs", headers=auth).status_code for _ in range(5)] == [200] * 5
+
+
+def test_secure_headers_and_no_store_on_the_api(client, auth) -> None:
+    for path in ("/healthz", "/api/jobs", "/openapi.json", "/no-such-page"):
+        headers = client.get(path, headers=auth).headers
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert "Strict-Transport-Security" not in headers
+    assert client.get("/api/jobs", headers=auth).headers["Cache-Control"] == "no-store"
+    behind_tls = client.get("/healthz", headers={"X-Forwarded-Proto": "https"})
+    assert behind_tls.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> None:
+    document = client.get("/openapi.json").get_json()
+
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/cancel",
+        "/api/robot/jobs/{job_id}/events",
+        "/healthz",
+    }
+    submit = document["components"]["schemas"]["SubmitRequest"]["properties"]["orders"]
+    assert submit["maxItems"] == app.extensions["orchestrator"].settings.max_batch_size
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    for path in document["paths"]:
+        assert path.replace("{job_id}", "<job_id>") in routes

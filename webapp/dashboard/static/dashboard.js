@@ -1,0 +1,64 @@
+// The dashboard's only script, no build step: confirm dangerous forms, keep live parts fresh
+// by polling a server-rendered fragment (the page works without it, with a slower refresh).
+(function () {
+  "use strict";
+
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  });
+
+  var live = document.getElementById("live");
+  if (!live) {
+    return;
+  }
+  var every = 1500;
+  var last = null;
+
+  function schedule() {
+    window.setTimeout(tick, every);
+  }
+
+  function tick() {
+    if (live.getAttribute("data-final") === "true") {
+      return;
+    }
+    if (document.hidden) {
+      schedule();
+      return;
+    }
+    fetch(live.getAttribute("data-live"), {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.reload();  // signed out: the page leads to the login
+          throw new Error("signed out");
+        }
+        if (!response.ok) {
+          throw new Error("HTTP " + response.status);
+        }
+        return response.text();
+      })
+      .then(function (html) {
+        if (html !== last) {
+          var holder = document.createElement("div");
+          holder.innerHTML = html;
+          var fresh = holder.querySelector("#live");
+          if (fresh) {
+            live.replaceWith(fresh);
+            live = fresh;
+          }
+          last = html;
+        }
+        live.classList.remove("stale");
+        schedule();
+      })
+      .catch(function () {
+        live.classList.add("stale");
+        schedule();
+      });
+  }
+
+  schedule();
+})();

@@ -1,0 +1,388 @@
+"""``GET /openapi.json``: an OpenAPI 3 document of the job API and the robot's callback endpoint.
+
+Written by hand to say exactly what the edge accepts (CONTRACT §3, §5): the same limits as the
+marshmallow schemas in ``schemas.py`` and the deployment's ``MAX_BATCH_SIZE``. Schema-driven
+fuzzing (``tests/faults``) generates requests from it and checks every answer against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+
+from orchestrator.config import Settings
+
+from .state import orchestrator
+
+# Strings stored in text columns may hold no control characters (README, "choices").
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
+JOB_STATUSES = ["pending", "processing", "completed", "failed", "cancelled"]
+ITEM_STATUSES = ["pending", "processing", "success", "error", "unknown"]
+EVENT_TYPES = [
+    "robot.item.started",
+    "robot.item.completed",
+    "robot.batch.completed",
+    "robot.batch.failed",
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json(_ref("Error"))}
+
+
+def _rate_limited() -> dict[str, Any]:
+    return {
+        "description": "too many requests",
+        "headers": {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+        "content": _json(_ref("Error")),
+    }
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _job_properties() -> dict[str, Any]:
+    time = {"type": "string", "format": "date-time"}
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "id": {"type": "string"},
+        "status": {"type": "string", "enum": JOB_STATUSES},
+        "error": _nullable({"type": "string"}),
+        "createdAt": time,
+        "dispatchedAt": _nullable(time),
+        "deadline": _nullable(time),
+        "finishedAt": _nullable(time),
+        "counts": {
+            "type": "object",
+            "required": ["total", *ITEM_STATUSES],
+            "properties": {name: count for name in ["total", *ITEM_STATUSES]},
+        },
+    }
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    job_summary_required = list(_job_properties())
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "details"],
+                    "properties": {
+                        "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                        "message": {"type": "string"},
+                        "details": {"type": "object"},
+                    },
+                }
+            },
+        },
+        "Order": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["orderId", "pedidoInput"],
+            "properties": {
+                "orderId": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 100,
+                    "pattern": NO_CONTROL,
+                    "description": "unique within the job",
+                },
+                "pedidoInput": {"type": "object", "description": "passed to the robot untouched"},
+            },
+        },
+        "SubmitRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["orders"],
+            "properties": {
+                "orders": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_batch_size,
+                    "items": _ref("Order"),
+                }
+            },
+        },
+        "Item": {
+            "type": "object",
+            "required": ["id", "orderId", "status", "trackingNumber", "error"],
+            "properties": {
+                "id": {"type": "string"},
+                "orderId": {"type": "string"},
+                "status": {"type": "string", "enum": ITEM_STATUSES},
+                "trackingNumber": _nullable({"type": "string"}),
+                "error": _nullable({"type": "string"}),
+            },
+        },
+        "JobSummary": {
+            "type": "object",
+            "required": job_summary_required,
+            "properties": _job_properties(),
+        },
+        "Job": {
+            "type": "object",
+            "required": [*job_summary_required, "items"],
+            "properties": {
+                **_job_properties(),
+                "items": {"type": "array", "items": _ref("Item")},
+            },
+        },
+        "JobList": {
+            "type": "object",
+            "required": ["jobs", "nextCursor"],
+            "properties": {
+                "jobs": {"type": "array", "items": _ref("JobSummary")},
+                "nextCursor": _nullable({"type": "string"}),
+            },
+        },
+        "RobotEvent": {
+            "type": "object",
+            "required": ["type", "data"],
+            "description": (
+                "data per type: item.started {itemId}; item.completed {itemId, status, "
+                "trackingNumber | error}; batch.completed {items?: [item results]}; "
+                "batch.failed {error}"
+            ),
+            "properties": {
+                "type": {"type": "string", "enum": EVENT_TYPES},
+                "data": {"type": "object"},
+            },
+        },
+        "EventAnswer": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["applied", "duplicate", "late"]},
+                "ignored": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "checks"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "error"]},
+                "checks": {
+                    "type": "object",
+                    "required": ["database", "redis"],
+                    "properties": {
+                        "database": {"type": "string"},
+                        "redis": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _job_id_parameter() -> dict[str, Any]:
+    return {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _common_errors(*statuses: int) -> dict[str, Any]:
+    texts = {
+        400: "the body is not valid JSON",
+        401: "missing or bad credentials or signature",
+        404: "unknown resource",
+        409: "conflict with the current state",
+        413: "body larger than MAX_BODY_BYTES",
+        415: "the body is not sent as application/json",
+        422: "fails validation; details names each bad field",
+        503: "the database or Redis is unavailable; nothing was applied",
+    }
+    answers: dict[str, Any] = {str(status): _error(texts[status]) for status in statuses}
+    answers["429"] = _rate_limited()
+    return answers
+
+
+# Refused by the HTTP server (gunicorn) before the app sees the request: not in the envelope.
+SERVER_ANSWERS = {
+    "400": {"description": "malformed request (for example a header too large)"},
+    "414": {"description": "request line too long"},
+}
+
+
+def _with_server_answers(paths: dict[str, Any]) -> dict[str, Any]:
+    for operations in paths.values():
+        for operation in operations.values():
+            for status, answer in SERVER_ANSWERS.items():
+                operation["responses"].setdefault(status, answer)
+    return paths
+
+
+def build_document(settings: Settings) -> dict[str, Any]:
+    """Return the OpenAPI 3.0 document for a deployment's settings."""
+    job_answer = {"content": _json(_ref("Job"))}
+    location = {"Location": {"schema": {"type": "string"}, "description": "/api/jobs/<id>"}}
+    webhook_headers = [
+        {
+            "name": "webhook-id",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+        {
+            "name": "webhook-timestamp",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+            "description": "Unix seconds; more than 5 minutes off is refused",
+        },
+        {
+            "name": "webhook-signature",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1},
+            "description": "v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'>, space-separated",
+        },
+    ]
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Robot-job orchestrator",
+            "version": "1",
+            "description": "The job API (CONTRACT §3) and the robot's callbacks (CONTRACT §5).",
+        },
+        "paths": _with_server_answers(
+            {
+                "/api/jobs": {
+                    "post": {
+                        "operationId": "submitJob",
+                        "summary": "Submit a batch of orders as one job",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            {
+                                "name": "Idempotency-Key",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            }
+                        ],
+                        "requestBody": {
+                            "required": True,
+                            "content": _json(_ref("SubmitRequest")),
+                        },
+                        "responses": {
+                            "202": {"description": "created", "headers": location, **job_answer},
+                            "200": {
+                                "description": "an earlier request with this Idempotency-Key",
+                                "headers": location,
+                                **job_answer,
+                            },
+                            **_common_errors(400, 401, 409, 413, 415, 422, 503),
+                        },
+                    },
+                    "get": {
+                        "operationId": "listJobs",
+                        "summary": "List jobs, newest first",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            {
+                                "name": "status",
+                                "in": "query",
+                                "schema": {"type": "string", "enum": JOB_STATUSES},
+                            },
+                            {
+                                "name": "limit",
+                                "in": "query",
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                            },
+                            {
+                                "name": "cursor",
+                                "in": "query",
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 500},
+                                "description": "nextCursor of an earlier page (opaque)",
+                            },
+                        ],
+                        "responses": {
+                            "200": {"description": "a page", "content": _json(_ref("JobList"))},
+                            **_common_errors(401, 422, 503),
+                        },
+                    },
+                },
+                "/api/jobs/{job_id}": {
+                    "get": {
+                        "operationId": "readJob",
+                        "summary": "Read a job with its items",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [_job_id_parameter()],
+                        "responses": {
+                            "200": {"description": "the job", **job_answer},
+                            **_common_errors(401, 404, 503),
+                        },
+                    }
+                },
+                "/api/jobs/{job_id}/cancel": {
+                    "post": {
+                        "operationId": "cancelJob",
+                        "summary": "Cancel an open job",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [_job_id_parameter()],
+                        "responses": {
+                            "200": {"description": "cancelled", **job_answer},
+                            **_common_errors(401, 404, 409, 503),
+                        },
+                    }
+                },
+                "/api/robot/jobs/{job_id}/events": {
+                    "post": {
+                        "operationId": "robotEvent",
+                        "summary": "A signed event from the robot (Standard Webhooks)",
+                        "security": [],
+                        "parameters": [_job_id_parameter(), *webhook_headers],
+                        "requestBody": {"required": True, "content": _json(_ref("RobotEvent"))},
+                        "responses": {
+                            "200": {
+                                "description": "applied, duplicate or late",
+                                "content": _json(_ref("EventAnswer")),
+                            },
+                            **_common_errors(400, 401, 404, 409, 413, 422, 503),
+                        },
+                    }
+                },
+                "/healthz": {
+                    "get": {
+                        "operationId": "health",
+                        "summary": "Database and Redis answer",
+                        "security": [],
+                        "responses": {
+                            "200": {"description": "healthy", "content": _json(_ref("Health"))},
+                            "503": {"description": "unhealthy", "content": _json(_ref("Health"))},
+                        },
+                    }
+                },
+            }
+        ),
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "one of API_TOKENS",
+                }
+            },
+            "schemas": _schemas(settings),
+        },
+    }
+
+
+def init_app(app: Flask) -> None:
+    """Serve the document at ``/openapi.json`` (no authentication: it holds no secret)."""
+
+    def openapi_json() -> ResponseReturnValue:
+        return jsonify(build_document(orchestrator().settings))
+
+    app.add_url_rule("/openapi.json", "openapi", openapi_json, methods=["GET"])

@@ -1,0 +1,163 @@
+"""Rate limits on the job API and the robot callbacks, and secure response headers.
+
+Limits are fixed windows counted in Redis (the process's client for ``REDIS_URL``), so every
+gunicorn process shares one count. They are configurable and generous by default:
+
+* ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` — requests
+  without a valid token share one bucket per client address, so guessing tokens is throttled
+  too;
+* ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): per client address on
+  ``/api/robot/…``.
+
+A limit is ``<count>/<second|minute|hour>`` or ``<count>/<seconds>``; ``off`` disables it.
+Past it the answer is 429 in the error envelope with ``Retry-After``. When Redis is down the
+limits are not enforced (fail open): a lost Redis must not turn a robot's callback, which the
+database alone can apply, into an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from flask import Flask, Response, current_app, make_response, request
+from redis.exceptions import RedisError
+
+from .auth import token_matches
+from .errors import ApiError, error_response
+from .state import orchestrator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_LIMIT = "3000/minute"
+DEFAULT_CALLBACK_LIMIT = "12000/minute"
+_UNITS = {"second": 1, "minute": 60, "hour": 3600}
+_LIMIT = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+|second|minute|hour)s?\s*$", re.IGNORECASE)
+
+SECURE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    # A view that needs more (say, a dashboard's inline script) sets its own policy.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+}
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    window: int  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.window}s"
+
+
+def parse_limit(name: str, raw: str) -> Limit | None:
+    """Parse ``<count>/<unit or seconds>``; None for ``off``; ValueError naming ``name``."""
+    if raw.strip().lower() in ("off", "none", "0"):
+        return None
+    match = _LIMIT.match(raw)
+    if not match:
+        raise ValueError(f"{name} must look like '600/minute' or 'off', got {raw!r}")
+    count, unit = int(match.group(1)), match.group(2).lower()
+    window = _UNITS.get(unit) or int(unit)
+    if count < 1 or window < 1:
+        raise ValueError(f"{name} needs a count and a window of at least 1")
+    return Limit(count, window)
+
+
+def configured_limit(app: Flask, name: str, default: str) -> Limit | None:
+    """Read a limit from the app's config or the environment; a bad value keeps the default."""
+    raw = str(app.config.get(name) or os.environ.get(name, "").strip() or default)
+    try:
+        return parse_limit(name, raw)
+    except ValueError as exc:
+        log.error("%s; using the default %s", exc, default)
+        return parse_limit(name, default)
+
+
+def init_app(app: Flask) -> None:
+    """Install the rate limits (before every request) and the secure headers (after)."""
+    limits = {
+        "api": configured_limit(app, "RATE_LIMIT_API", DEFAULT_API_LIMIT),
+        "callbacks": configured_limit(app, "RATE_LIMIT_CALLBACKS", DEFAULT_CALLBACK_LIMIT),
+    }
+    app.extensions["rate_limits"] = limits
+    app.before_request(_enforce_limits)
+    app.after_request(_secure_headers)
+
+
+def _scope() -> tuple[str, str] | None:
+    """Return (limit name, bucket) of this request, or None when no limit applies."""
+    path = request.path
+    if path == "/api/jobs" or path.startswith("/api/jobs/"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        accepted = orchestrator().settings.api_tokens
+        if scheme.lower() == "bearer" and token and token_matches(token, accepted):
+            return "api", "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+        return "api", f"addr:{request.remote_addr or 'unknown'}"
+    if path.startswith("/api/robot/"):
+        return "callbacks", f"addr:{request.remote_addr or 'unknown'}"
+    return None
+
+
+def _enforce_limits() -> Response | None:
+    scope = _scope()
+    if scope is None:
+        return None
+    name, bucket = scope
+    limit: Limit | None = current_app.extensions["rate_limits"][name]
+    if limit is None:
+        return None
+    now = time.time()
+    window_start = int(now // limit.window) * limit.window
+    key = f"orchestrator:ratelimit:{name}:{bucket}:{window_start}"
+    try:
+        client = orchestrator().rendezvous.redis
+        pipe = client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, limit.window + 1)
+        count = int(pipe.execute()[0])
+    except (RedisError, OSError) as exc:
+        log.warning("rate limit not enforced: Redis unavailable (%s)", type(exc).__name__)
+        return None
+    if count <= limit.count:
+        return None
+    retry_after = max(1, math.ceil(window_start + limit.window - now))
+    response = make_response(
+        error_response(
+            ApiError(
+                429,
+                f"too many requests: at most {limit.count} per {limit.window} s; "
+                f"retry after {retry_after} s",
+                details={"retryAfter": retry_after},
+            )
+        )
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _secure_headers(response: Response) -> Response:
+    for name, value in SECURE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if request.is_secure or forwarded == "https":
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
