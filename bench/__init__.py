@@ -1,0 +1,1 @@
+"""Benchmarks of the orchestrator against raw Celery and bare Flask baselines (``make bench``)."""
