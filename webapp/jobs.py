@@ -146,16 +146,12 @@ def list_jobs() -> ResponseReturnValue:
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
-    state = orchestrator()
-    with state.session() as session:
-        try:
-            lifecycle.cancel(session, job_id)
-        except lifecycle.JobNotFound:
-            raise ApiError(404, f"no job with id {job_id!r}") from None
-        except lifecycle.TransitionRefused as exc:
-            raise ApiError(
-                409, f"the job is already {exc.status} and cannot be cancelled", "job_finished"
-            ) from None
-        session.commit()
-    state.forget_waiter(job_id)
+    try:
+        orchestrator().cancel_job(job_id)
+    except lifecycle.JobNotFound:
+        raise ApiError(404, f"no job with id {job_id!r}") from None
+    except lifecycle.TransitionRefused as exc:
+        raise ApiError(
+            409, f"the job is already {exc.status} and cannot be cancelled", "job_finished"
+        ) from None
     return jsonify(_job_with_items(job_id))

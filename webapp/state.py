@@ -10,6 +10,7 @@ from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
+from orchestrator import lifecycle
 from orchestrator.config import Settings
 from orchestrator.db import session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
@@ -29,6 +30,16 @@ class Orchestrator:
     @property
     def rendezvous(self) -> Rendezvous:
         return Rendezvous(get_redis(self.settings.redis_url))
+
+    def cancel_job(self, job_id: str) -> None:
+        """Cancel a job (lifecycle.cancel), commit, then stop its poller early.
+
+        Raises lifecycle.JobNotFound or lifecycle.TransitionRefused; nothing is committed then.
+        """
+        with self.session() as session:
+            lifecycle.cancel(session, job_id)
+            session.commit()
+        self.forget_waiter(job_id)
 
     def forget_waiter(self, job_id: str) -> None:
         """Stop a finished job's poller early; its keys expire anyway if Redis is down."""

@@ -36,15 +36,19 @@ def _assert_each_once(r: Rig, jobs: list[str]) -> dict[str, int]:
     return {n: log.count(" dispatched (") for n, log in logs.items()}
 
 
-@pytest.mark.timeout(600)
-def test_two_workers_on_the_same_queues_never_dispatch_or_finalize_twice(log_dir) -> None:
-    with rig(
+def scale_rig(log_dir):
+    """PostgreSQL, a fast simulator and generous deadlines: these count dispatches, not speed."""
+    return rig(
         log_dir,
         database="postgres",
         robot_args="--workers 32",
-        # Generous deadlines: these scenarios count dispatches, not the robot's speed.
         ROBOT_DEADLINE_MARGIN_SECONDS="300",
-    ) as r:
+    )
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_on_the_same_queues_never_dispatch_or_finalize_twice(log_dir) -> None:
+    with scale_rig(log_dir) as r:
         r.system.start_process("worker", label="worker-host-b")
         r.system.robot_config(item_delay=0)
         clock = Stopwatch()
@@ -68,13 +72,7 @@ def test_two_workers_on_the_same_queues_never_dispatch_or_finalize_twice(log_dir
 
 @pytest.mark.timeout(600)
 def test_burst_of_1000_jobs_all_finish_each_dispatched_once(log_dir) -> None:
-    with rig(
-        log_dir,
-        database="postgres",
-        robot_args="--workers 32",
-        # Generous deadlines: these scenarios count dispatches, not the robot's speed.
-        ROBOT_DEADLINE_MARGIN_SECONDS="300",
-    ) as r:
+    with scale_rig(log_dir) as r:
         r.system.robot_config(item_delay=0)
         clock = Stopwatch()
         jobs = r.submit_many(1000, items=1, threads=16)

@@ -227,19 +227,14 @@ def live_job(job_id: str) -> ResponseReturnValue:
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
-    state = orchestrator()
-    with state.session() as session:
-        try:
-            lifecycle.cancel(session, job_id)
-        except lifecycle.JobNotFound:
-            abort(404, f"there is no job {job_id}")
-        except lifecycle.TransitionRefused as exc:
-            session.rollback()
-            flash(f"The job is already {exc.status}; nothing was cancelled.", "error")
-        else:
-            session.commit()
-            state.forget_waiter(job_id)
-            flash("Job cancelled. The robot is not told: check the items marked unknown.")
+    try:
+        orchestrator().cancel_job(job_id)
+    except lifecycle.JobNotFound:
+        abort(404, f"there is no job {job_id}")
+    except lifecycle.TransitionRefused as exc:
+        flash(f"The job is already {exc.status}; nothing was cancelled.", "error")
+    else:
+        flash("Job cancelled. The robot is not told: check the items marked unknown.")
     return redirect(url_for("dashboard.job_page", job_id=job_id), 303)
 
 
