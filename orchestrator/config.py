@@ -43,7 +43,7 @@ class Settings:
     # Not in the contract: operational knobs with safe defaults (README, "Operations").
     housekeeping_interval_seconds: float = 15.0
     rekick_after_seconds: float = 120.0
-    wait_poll_max_seconds: float = 900.0
+    wait_poll_max_seconds: float = 3600.0  # default: half of broker_visibility_timeout
     broker_visibility_timeout: int = 7200
     dev_defaults_used: tuple[str, ...] = ()
 
@@ -173,6 +173,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         attr = _PARSERS[name][0]
         if not values.get(attr):
             raise ConfigError(f"{name} is required (set it, or APP_ENV=development)")
+    if "wait_poll_max_seconds" not in values:
+        # The poll is only the safety net (the wake-up is the report's message): sleep as
+        # long as the broker allows, half its visibility timeout.
+        vt = values.get("broker_visibility_timeout", Settings.broker_visibility_timeout)
+        values["wait_poll_max_seconds"] = float(vt) / 2  # type: ignore[arg-type]
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.wait_poll_max_seconds * 2 > settings.broker_visibility_timeout:
         raise ConfigError("WAIT_POLL_MAX_SECONDS must be at most half of BROKER_VISIBILITY_TIMEOUT")

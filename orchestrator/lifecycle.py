@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from .config import Settings
@@ -56,8 +56,8 @@ def new_id() -> str:
 def create_job(session: Session, orders: Sequence[dict[str, Any]]) -> Job:
     """Add a pending job with one pending item per order; the caller commits."""
     job = Job(id=new_id(), status=JobStatus.PENDING, item_count=len(orders), created_at=utcnow())
-    session.add(job)
-    session.add_all(
+    # Set as the job's collection, so the new job can be shown without reading it back.
+    job.items = [
         Item(
             id=new_id(),
             job_id=job.id,
@@ -68,7 +68,8 @@ def create_job(session: Session, orders: Sequence[dict[str, Any]]) -> Job:
             updated_at=job.created_at,
         )
         for position, order in enumerate(orders)
-    )
+    ]
+    session.add(job)
     return job
 
 
@@ -83,15 +84,30 @@ def get_job(session: Session, job_id: str) -> Job:
 
 
 def mark_processing(session: Session, job_id: str) -> bool:
-    """Move a pending job to processing; True while the job is still open and undispatched."""
-    now = utcnow()
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.PENDING)
-        .values(status=JobStatus.PROCESSING, marked_at=now)
+    """Move a pending job to processing; True while the job is still open and undispatched.
+
+    One statement: a job re-kicked by housekeeping is already processing and keeps the time
+    it was first marked.
+    """
+    return bool(
+        session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status.in_(OPEN_JOB_STATUSES),
+                Job.dispatched_at.is_(None),
+            )
+            .values(status=JobStatus.PROCESSING, marked_at=func.coalesce(Job.marked_at, utcnow()))
+            .execution_options(synchronize_session=False)
+        ).rowcount
     )
-    job = get_job(session, job_id)
-    return job.status == JobStatus.PROCESSING and job.dispatched_at is None
+
+
+def open_job_deadline(session: Session, job_id: str) -> datetime | None:
+    """Return the deadline of a dispatched open job; None when closed or not dispatched."""
+    return session.scalar(
+        select(Job.deadline).where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))
+    )
 
 
 @dataclass(frozen=True)
@@ -123,19 +139,25 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
             Job.dispatched_at.is_(None),
         )
         .values(status=JobStatus.PROCESSING, dispatched_at=now, deadline=deadline)
+        .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
         return None
-    session.execute(
-        update(Item)
-        .where(Item.job_id == job_id, Item.status == ItemStatus.PENDING)
-        .values(status=ItemStatus.PROCESSING, updated_at=now)
-    )
+    # Every item is pending until the claim (items change only after dispatch), so this one
+    # statement both moves them to processing and reads what the robot needs.
     rows = session.execute(
-        select(Item.id, Item.order_id, Item.pedido_input)
+        update(Item)
         .where(Item.job_id == job_id)
-        .order_by(Item.position)
+        .values(
+            status=case(
+                (Item.status == ItemStatus.PENDING, ItemStatus.PROCESSING), else_=Item.status
+            ),
+            updated_at=now,
+        )
+        .returning(Item.position, Item.id, Item.order_id, Item.pedido_input)
+        .execution_options(synchronize_session=False)
     ).all()
+    rows.sort(key=lambda r: r.position)
     items = [{"itemId": r.id, "orderId": r.order_id, "pedidoInput": r.pedido_input} for r in rows]
     return DispatchTicket(job_id=job_id, deadline=deadline, items=items)
 
@@ -164,7 +186,7 @@ def _close(
     error: str | None,
     item_status: ItemStatus,
     report: str | None,
-) -> bool:
+) -> JobStatus | None:
     """Compare-and-set the job to a final state, then settle its unreported items."""
     now = utcnow()
     guard = Job.report.is_(None) if report is None else Job.report == report
@@ -172,16 +194,17 @@ def _close(
         update(Job)
         .where(Job.id == job.id, Job.status.in_(OPEN_JOB_STATUSES), guard)
         .values(status=status, error=error, finished_at=now)
+        .execution_options(synchronize_session=False)
     ).rowcount
     if not closed:
-        return False
+        return None
     session.execute(
         update(Item)
         .where(Item.job_id == job.id, Item.status.in_(UNREPORTED_ITEM_STATUSES))
         .values(status=item_status, updated_at=now)
     )
     log.info("job %s %s%s", job.id, status.value, f": {error}" if error else "")
-    return True
+    return status
 
 
 def finalize(session: Session, job_id: str, failure: Failure | None = None) -> str | None:
@@ -215,7 +238,7 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
         else:
             return None
         if done:
-            return get_job(session, job_id).status
+            return done.value
         # Lost a race (a report landed, or another process closed the job): look again.
     return None
 

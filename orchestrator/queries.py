@@ -29,6 +29,14 @@ def item_counts(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str,
     return counts
 
 
+def counts_of(items: Sequence[Item]) -> dict[str, int]:
+    """Return the item counts of items already in memory, in item_counts' shape."""
+    counts = {"total": len(items), **{status.value: 0 for status in ItemStatus}}
+    for item in items:
+        counts[item.status] += 1
+    return counts
+
+
 def job_items(session: Session, job_id: str) -> list[Item]:
     """Return a job's items in submission order."""
     return list(session.scalars(select(Item).where(Item.job_id == job_id).order_by(Item.position)))

@@ -18,13 +18,14 @@ import redis
 REPORT_CHANNEL = "orchestrator:reports"
 KEY_TTL_SECONDS = 7 * 24 * 3600
 
-# Hand the poller token on only if the caller still holds it (compare-and-set).
+# Hand the poller token on only if the caller still holds it (compare-and-set); answer
+# -1 for a stale token, else whether the job's report key exists (one round trip a poll).
 _HAND_ON_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
+  return redis.call('EXISTS', KEYS[2])
 end
-return 0
+return -1
 """
 
 _clients: dict[tuple[int, str], redis.Redis] = {}
@@ -84,13 +85,27 @@ class Rendezvous:
             return token
         return None
 
-    def pass_poller(self, job_id: str, token: str) -> str | None:
-        """Hand the poller role to the next poll; None if this token is stale."""
+    def pass_poller(self, job_id: str, token: str) -> tuple[str | None, bool]:
+        """Hand the poller role to the next poll, and tell whether the report is in.
+
+        Returns ``(None, False)`` when this token is stale: another poller owns the job.
+        """
         new = uuid.uuid4().hex
-        passed = self.redis.eval(
-            _HAND_ON_SCRIPT, 1, poller_key(job_id), token, new, KEY_TTL_SECONDS
+        answer = cast(
+            int,
+            self.redis.eval(
+                _HAND_ON_SCRIPT,
+                2,
+                poller_key(job_id),
+                report_key(job_id),
+                token,
+                new,
+                KEY_TTL_SECONDS,
+            ),
         )
-        return new if cast(int, passed) == 1 else None
+        if answer < 0:
+            return None, False
+        return new, answer == 1
 
     def claim_wake(self, job_id: str) -> bool:
         """Let exactly one listener (of all workers) act on a report announcement."""

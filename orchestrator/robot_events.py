@@ -1,14 +1,25 @@
-"""Apply one verified robot callback to a job (CONTRACT §5), exactly once."""
+"""Apply one verified robot callback to a job (CONTRACT §5), exactly once.
+
+The robot sends one or two item events per order and one batch report per job, so this is
+the callback endpoint's whole database load. Every statement is built once, at import, with
+bound parameters: building a SQLAlchemy statement per call costs more CPU than executing it
+(bench/README.md, finding 3). The event row goes in first with ``INSERT … ON CONFLICT DO
+NOTHING RETURNING``: no row back means the ``webhook-id`` was answered before (also when a
+concurrent delivery of it committed first). The caller commits, or rolls back on CONFLICT
+and on ``UnknownItem``.
+"""
 
 from __future__ import annotations
 
 import enum
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from .models import (
@@ -29,6 +40,7 @@ ITEM_COMPLETED = "robot.item.completed"
 BATCH_COMPLETED = "robot.batch.completed"
 BATCH_FAILED = "robot.batch.failed"
 EVENT_TYPES = (ITEM_STARTED, ITEM_COMPLETED, BATCH_COMPLETED, BATCH_FAILED)
+ITEM_EVENTS = (ITEM_STARTED, ITEM_COMPLETED)
 
 
 class Outcome(enum.StrEnum):
@@ -36,6 +48,10 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # same webhook-id answered before
     LATE = "late"  # the job had already finished
     CONFLICT = "conflict"  # an item already has a different final result
+
+
+class UnknownItem(LookupError):
+    """The event names an item that is not one of the job's; nothing may be applied."""
 
 
 @dataclass
@@ -46,36 +62,166 @@ class EventResult:
     ignored: list[str] = field(default_factory=list)
 
 
-def _same_result(item: Item, result: dict[str, Any]) -> bool:
-    if item.status != result["status"]:
-        return False
-    if result["status"] == ItemStatus.SUCCESS:
-        return item.tracking_number == result.get("trackingNumber")
-    return True
+# Bound parameters are named the_*/new_*: SQLAlchemy reserves column names for VALUES/SET.
+_jobs = Job.__table__
+_items = Item.__table__
+_events = Event.__table__
+_this_job = _jobs.c.id == bindparam("the_job")
+_this_item = (_items.c.id == bindparam("the_item")) & (_items.c.job_id == bindparam("the_job"))
+_pending = _items.c.status == ItemStatus.PENDING
+
+JOB_STATUS = select(_jobs.c.status).where(_this_job)
+# A batch report changes items, then the job; finalize and cancel lock the job, then its
+# items. Lock the job first here too, or the two deadlock on PostgreSQL. (SQLite has no
+# FOR UPDATE; its BEGIN IMMEDIATE already holds the write lock.)
+_LOCK_JOB = select(_jobs.c.status).where(_this_job).with_for_update()
+_RECORD_EVENT = {
+    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(_events)
+    .on_conflict_do_nothing(index_elements=[_events.c.job_id, _events.c.webhook_id])
+    .returning(_events.c.id)
+    for dialect in (postgresql, sqlite)
+}
+_MARK_STARTED = (
+    update(_items)
+    .where(_this_item)
+    .values(
+        status=case((_pending, ItemStatus.PROCESSING.value), else_=_items.c.status),
+        updated_at=case((_pending, bindparam("now")), else_=_items.c.updated_at),
+    )
+    .returning(_items.c.id)
+)
+_APPLY_RESULT = (
+    update(_items)
+    .where(_this_item, _items.c.status.not_in(FINAL_ITEM_STATUSES))
+    .values(
+        status=bindparam("new_status"),
+        tracking_number=bindparam("new_tracking_number"),
+        error=bindparam("new_error"),
+        updated_at=bindparam("now"),
+    )
+    .returning(_items.c.id)
+)
+_READ_ITEM = select(
+    _items.c.id, _items.c.order_id, _items.c.status, _items.c.tracking_number
+).where(_this_item)
+_RECORD_REPORT = (
+    update(_jobs)
+    .where(_this_job, _jobs.c.status.in_(OPEN_JOB_STATUSES), _jobs.c.report.is_(None))
+    .values(
+        report=bindparam("new_report"),
+        report_error=bindparam("new_report_error"),
+        reported_at=bindparam("now"),
+    )
+)
+_READ_REPORT = select(_jobs.c.report).where(_this_job)
 
 
-def _apply_item_result(session: Session, job_id: str, result: dict[str, Any]) -> str | None:
-    """Apply one item result; return a conflict message when the item differs, else None."""
-    values: dict[str, Any] = {"status": result["status"], "updated_at": utcnow()}
+def apply_event(
+    session: Session, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
+) -> EventResult:
+    """Record and apply any event of an existing job; the caller commits."""
+    if event_type in ITEM_EVENTS:
+        status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
+        return apply_item_event(session, job_id, status, webhook_id, event_type, data)
+    return apply_batch_event(session, job_id, webhook_id, event_type, data)
+
+
+def apply_item_event(
+    session: Session,
+    job_id: str,
+    job_status: str,
+    webhook_id: str,
+    event_type: str,
+    data: dict[str, Any],
+) -> EventResult:
+    """Record and apply an item event: two statements, a third only on a repeat or conflict.
+
+    One ``UPDATE … RETURNING`` both applies the result and proves the item is the job's;
+    the item is read only when it matched nothing: an unknown item (``UnknownItem``), the
+    same result again, or a conflict. ``job_status`` is the job's status as the caller read
+    it in this transaction: an event for a closed job is recorded as late.
+    """
+    conn = session.connection()
+    now = utcnow()
+    late = job_status not in OPEN_JOB_STATUSES
+    keys = {"the_job": job_id, "the_item": data["itemId"], "now": now}
+    if not _record(conn, job_id, webhook_id, event_type, data, late, now):
+        _read_item(conn, keys)  # the contract answers 422 before "duplicate"
+        return EventResult(Outcome.DUPLICATE)
+    result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
+    if event_type == ITEM_STARTED:
+        if conn.scalar(_MARK_STARTED, keys) is None:
+            raise UnknownItem(data["itemId"])
+        return result
+    conflict = _apply_result(conn, keys, data)
+    if conflict:
+        log.warning("job %s: conflicting item result refused: %s", job_id, conflict)
+        return EventResult(Outcome.CONFLICT, conflict)
+    return result
+
+
+def apply_batch_event(
+    session: Session, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
+) -> EventResult:
+    """Record a batch report with its item results; the first report of a job wins.
+
+    An entry that conflicts with a final item result is ignored (and listed), the rest and
+    the report still apply. For a closed job the event is late: its results still go to
+    unreported or ``unknown`` items, the job's status stays.
+    """
+    conn = session.connection()
+    now = utcnow()
+    status = conn.scalar(_LOCK_JOB, {"the_job": job_id})
+    late = status not in OPEN_JOB_STATUSES
+    if not _record(conn, job_id, webhook_id, event_type, data, late, now):
+        return EventResult(Outcome.DUPLICATE)
+    result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
+    for entry in data.get("items") or []:
+        keys = {"the_job": job_id, "the_item": entry["itemId"], "now": now}
+        conflict = _apply_result(conn, keys, entry)
+        if conflict:
+            log.warning("job %s: batch report entry ignored: %s", job_id, conflict)
+            result.ignored.append(conflict)
+    if not late:
+        result.report = _record_report(conn, job_id, event_type, data, now)
+    return result
+
+
+def _record(
+    conn: Connection,
+    job_id: str,
+    webhook_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    late: bool,
+    now: datetime,
+) -> bool:
+    """Insert the event row; False when this job already has an event with this webhook-id."""
+    row = {
+        "job_id": job_id,
+        "webhook_id": webhook_id,
+        "type": event_type,
+        "payload": data,
+        "late": late,
+        "received_at": now,
+    }
+    return conn.scalar(_RECORD_EVENT[conn.dialect.name], row) is not None
+
+
+def _result_values(result: dict[str, Any]) -> dict[str, Any]:
+    """Return the item columns an item result sets, as bound parameters."""
     if result["status"] == ItemStatus.SUCCESS:
-        values.update(tracking_number=result["trackingNumber"], error=None)
+        tracking, error = result["trackingNumber"], None
     else:
-        values.update(
-            error=result.get("error") or "the robot reported an error", tracking_number=None
-        )
-    changed = session.execute(
-        update(Item)
-        .where(
-            Item.id == result["itemId"],
-            Item.job_id == job_id,
-            Item.status.not_in(FINAL_ITEM_STATUSES),
-        )
-        .values(**values)
-    ).rowcount
-    if changed:
+        tracking, error = None, result.get("error") or "the robot reported an error"
+    return {"new_status": result["status"], "new_tracking_number": tracking, "new_error": error}
+
+
+def _apply_result(conn: Connection, keys: dict[str, Any], result: dict[str, Any]) -> str | None:
+    """Apply one item result; return a conflict message when the item differs, else None."""
+    if conn.scalar(_APPLY_RESULT, {**keys, **_result_values(result)}) is not None:
         return None
-    item = session.get(Item, result["itemId"], populate_existing=True)
-    assert item is not None  # the edge validated every itemId
+    item = _read_item(conn, keys)
     if _same_result(item, result):
         return None
     return (
@@ -84,80 +230,35 @@ def _apply_item_result(session: Session, job_id: str, result: dict[str, Any]) ->
     )
 
 
-def apply_event(
-    session: Session, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
-) -> EventResult:
-    """Record and apply an event; the caller commits (and rolls back on CONFLICT)."""
-    seen = session.scalar(
-        select(Event.id).where(Event.job_id == job_id, Event.webhook_id == webhook_id)
-    )
-    if seen is not None:
-        return EventResult(Outcome.DUPLICATE)
-    # A batch report changes items, then the job; finalize and cancel lock the job, then its
-    # items. Lock the job first here too, or the two deadlock on PostgreSQL.
-    batch = event_type in (BATCH_COMPLETED, BATCH_FAILED)
-    job = session.get(Job, job_id, populate_existing=True, with_for_update=batch)
-    assert job is not None
-    late = job.status not in OPEN_JOB_STATUSES
-    result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
-
-    if event_type == ITEM_STARTED:
-        session.execute(
-            update(Item)
-            .where(
-                Item.id == data["itemId"], Item.job_id == job_id, Item.status == ItemStatus.PENDING
-            )
-            .values(status=ItemStatus.PROCESSING, updated_at=utcnow())
-        )
-    elif event_type == ITEM_COMPLETED:
-        conflict = _apply_item_result(session, job_id, data)
-        if conflict:
-            log.warning("job %s: conflicting item result refused: %s", job_id, conflict)
-            return EventResult(Outcome.CONFLICT, conflict)
-    else:
-        for entry in data.get("items") or []:
-            conflict = _apply_item_result(session, job_id, entry)
-            if conflict:
-                log.warning("job %s: batch report entry ignored: %s", job_id, conflict)
-                result.ignored.append(conflict)
-        if not late:
-            result.report = _record_report(session, job, event_type, data)
-            if result.report is None:
-                result.outcome = (
-                    Outcome.LATE if job.status not in OPEN_JOB_STATUSES else result.outcome
-                )
-    session.add(
-        Event(
-            job_id=job_id,
-            webhook_id=webhook_id,
-            type=event_type,
-            payload=data,
-            late=result.outcome == Outcome.LATE,
-            received_at=utcnow(),
-        )
-    )
-    try:
-        session.flush()
-    except IntegrityError:
-        # The same webhook-id was committed concurrently: that delivery applied it.
-        session.rollback()
-        return EventResult(Outcome.DUPLICATE)
-    return result
+def _read_item(conn: Connection, keys: dict[str, Any]) -> Any:
+    row = conn.execute(_READ_ITEM, keys).first()
+    if row is None:
+        raise UnknownItem(keys["the_item"])
+    return row
 
 
-def _record_report(session: Session, job: Job, event_type: str, data: dict[str, Any]) -> str | None:
+def _same_result(item: Any, result: dict[str, Any]) -> bool:
+    if item.status != result["status"]:
+        return False
+    if result["status"] == ItemStatus.SUCCESS:
+        return item.tracking_number == result.get("trackingNumber")
+    return True
+
+
+def _record_report(
+    conn: Connection, job_id: str, event_type: str, data: dict[str, Any], now: datetime
+) -> str | None:
     """Record the batch report once; the first report of a job wins."""
     report = JobStatus.COMPLETED if event_type == BATCH_COMPLETED else JobStatus.FAILED
-    recorded = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status.in_(OPEN_JOB_STATUSES), Job.report.is_(None))
-        .values(report=report, report_error=data.get("error"), reported_at=utcnow())
-    ).rowcount
-    if recorded:
+    params = {
+        "the_job": job_id,
+        "new_report": report.value,
+        "new_report_error": data.get("error"),
+        "now": now,
+    }
+    if conn.execute(_RECORD_REPORT, params).rowcount:
         return report.value
-    session.refresh(job)
-    if job.report and job.report != report:
-        log.warning(
-            "job %s: second batch report (%s) ignored; first was %s", job.id, report, job.report
-        )
+    first = conn.scalar(_READ_REPORT, {"the_job": job_id})
+    if first and first != report:
+        log.warning("job %s: second batch report (%s) ignored; first was %s", job_id, report, first)
     return None

@@ -16,8 +16,15 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from orchestrator.models import Item, Job
-from orchestrator.robot_events import Outcome, apply_event
+from orchestrator.models import Item
+from orchestrator.robot_events import (
+    ITEM_EVENTS,
+    JOB_STATUS,
+    Outcome,
+    UnknownItem,
+    apply_event,
+    apply_item_event,
+)
 from orchestrator.signing import SignatureError, verify_callback
 
 from .errors import ApiError
@@ -45,25 +52,29 @@ def _parse(body: bytes) -> dict[str, Any]:
     return event
 
 
-def _validate(session: Any, job_id: str, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _validate(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     try:
         envelope = _event_schema.load(event)
         data = EVENT_DATA_SCHEMAS[envelope["type"]].load(envelope["data"])
     except ValidationError as err:
         raise ApiError(422, "the event failed validation", details=err.messages_dict) from None
+    return envelope["type"], data
+
+
+def _unknown_items(unknown: list[str]) -> ApiError:
+    return ApiError(422, "unknown itemId for this job", details={"itemId": [f"unknown: {unknown}"]})
+
+
+def _check_batch_items(session: Any, job_id: str, data: dict[str, Any]) -> None:
+    """A batch report's entries must all be the job's items (item events check their own)."""
     item_ids = {r["itemId"] for r in data.get("items", [])}
-    if "itemId" in data:
-        item_ids.add(data["itemId"])
     if item_ids:
         known = set(
             session.scalars(select(Item.id).where(Item.job_id == job_id, Item.id.in_(item_ids)))
         )
         unknown = sorted(item_ids - known)
         if unknown:
-            raise ApiError(
-                422, "unknown itemId for this job", details={"itemId": [f"unknown: {unknown}"]}
-            )
-    return envelope["type"], data
+            raise _unknown_items(unknown)
 
 
 @bp.post("/jobs/<job_id>/events")
@@ -81,12 +92,23 @@ def receive_event(job_id: str) -> ResponseReturnValue:
         raise ApiError(422, "webhook-id is too long", details={"webhook-id": ["at most 255"]})
     with state.session() as session:
         # A NUL byte is in no job id, and PostgreSQL cannot even compare it.
-        if "\x00" in job_id or session.get(Job, job_id) is None:
+        job_status = None
+        if "\x00" not in job_id:
+            job_status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
+        if job_status is None:
             raise ApiError(404, f"no job with id {job_id!r}")
         if len(body) > limit:
             raise ApiError(413, "the request body is larger than MAX_BODY_BYTES")
-        event_type, data = _validate(session, job_id, _parse(body))
-        result = apply_event(session, job_id, webhook_id, event_type, data)
+        event_type, data = _validate(_parse(body))
+        try:
+            if event_type in ITEM_EVENTS:
+                result = apply_item_event(session, job_id, job_status, webhook_id, event_type, data)
+            else:
+                _check_batch_items(session, job_id, data)
+                result = apply_event(session, job_id, webhook_id, event_type, data)
+        except UnknownItem as exc:
+            session.rollback()
+            raise _unknown_items([str(exc.args[0])]) from None
         if result.outcome == Outcome.CONFLICT:
             session.rollback()
             raise ApiError(409, result.message, "result_conflict")

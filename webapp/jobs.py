@@ -92,7 +92,11 @@ def submit() -> ResponseReturnValue:
             "a request with this Idempotency-Key is still in progress",
             "idempotency_in_progress",
         ) from None
-    answer = jsonify(_job_with_items(result.job.id))
+    if result.created:  # as just committed, without reading it back
+        job = result.job
+        answer = jsonify(dump_job(job, queries.counts_of(job.items), job.items))
+    else:
+        answer = jsonify(_job_with_items(result.job.id))
     answer.status_code = 202 if result.created else 200
     answer.headers["Location"] = f"/api/jobs/{result.job.id}"
     return answer

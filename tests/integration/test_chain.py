@@ -47,7 +47,8 @@ def test_redelivered_and_duplicate_polls_stop_and_finalize_happens_once(robot: S
         app.send_task("orchestrator.finalize", args=(job_id,))
     finally:
         app.close()
-    wait_until(lambda: worker.log().count("ignored") >= 2, 30, "both extra polls to stop")
+    stopped = f"job {job_id}: another poll owns this job; this poll stops"
+    wait_until(lambda: worker.log().count(stopped) >= 2, 30, "both extra polls to stop")
 
     item = robot.job(job_id)["items"][0]
     robot.send_event(

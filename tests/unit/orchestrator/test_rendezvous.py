@@ -50,12 +50,24 @@ def test_only_one_poller_holds_a_job_and_stale_tokens_stop(rendezvous) -> None:
     assert first is not None
     assert duplicate_first_run is None
 
-    second = rendezvous.pass_poller("job-1", first)
+    second, reported = rendezvous.pass_poller("job-1", first)
     redelivered_copy = rendezvous.pass_poller("job-1", first)
 
     assert second is not None and second != first
-    assert redelivered_copy is None
-    assert rendezvous.pass_poller("job-1", second) is not None
+    assert reported is False
+    assert redelivered_copy == (None, False)
+    third, _ = rendezvous.pass_poller("job-1", second)
+    assert third is not None and third not in (first, second)
+
+
+def test_passing_the_poller_tells_whether_the_report_is_in(rendezvous) -> None:
+    token = rendezvous.claim_poller("job-1")
+    token, before = rendezvous.pass_poller("job-1", token)
+    rendezvous.announce_report("job-1", "completed")
+    token, after = rendezvous.pass_poller("job-1", token)
+
+    assert (before, after) == (False, True)
+    assert token is not None
 
 
 def test_forgetting_a_job_stops_its_poller(rendezvous) -> None:
@@ -64,7 +76,7 @@ def test_forgetting_a_job_stops_its_poller(rendezvous) -> None:
 
     rendezvous.forget("job-1")
 
-    assert rendezvous.pass_poller("job-1", token) is None
+    assert rendezvous.pass_poller("job-1", token) == (None, False)
     assert not rendezvous.has_report("job-1")
     assert not rendezvous.redis.exists(poller_key("job-1"))
 

@@ -26,6 +26,20 @@ from ..conftest import API_TOKEN, REDIS_URL
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
+@pytest.fixture
+def app(database_url, make_settings, fake_redis, started):
+    """Every row of the table runs on SQLite and on PostgreSQL: the item-event statements
+    (INSERT … ON CONFLICT, UPDATE … RETURNING) are compiled per dialect."""
+    settings = make_settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        api_tokens=(API_TOKEN, "second-token"),
+        max_body_bytes=64 * 1024,
+        max_batch_size=50,
+    )
+    return create_app(settings)
+
+
 @dataclass
 class Robot:
     """Signs and posts events for one job, as the robot holding its callbackSecret would."""
