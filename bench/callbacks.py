@@ -113,6 +113,7 @@ def _load(
         "requests_per_s": round(len(latencies) / elapsed, 1),
         "latency_ms": summary(latencies),
         "machine_busy_pct": load.close(),
+        "cpu_ms_per_request": load.cpu_ms_per(len(latencies)),
     }
 
 

@@ -246,15 +246,60 @@ def machine_cpu() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+_GROUPS = (
+    ("postgres", "postgres"),
+    ("redis", "redis-server"),
+    ("web", "-m webapp"),
+    ("web", "bench.bare_web"),
+    ("worker", " worker "),
+    ("beat", " beat "),
+    ("robot", "bench.responder"),
+    ("bench", "-m bench"),
+)
+
+
+def cpu_by_group() -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, summed by role."""
+    totals: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            group = next((g for g, marker in _GROUPS if marker in f" {command} "), "other")
+            totals[group] = totals.get(group, 0.0) + seconds
+    return totals
+
+
 class MachineLoad:
-    """Share of both cores busy (anyone's work) over a span: how noisy the machine was."""
+    """Share of both cores busy (anyone's work) over a span: how noisy the machine was.
+
+    ``cpu_ms_per(n)`` splits the span's CPU by role (PostgreSQL, Redis, web, worker, beat,
+    robot stand-in, the benchmark's own load generator, other) per unit of work: where the
+    time of one job or one request goes.
+    """
 
     def __init__(self) -> None:
+        self.groups0 = cpu_by_group()
         self.busy0, self.total0 = machine_cpu()
 
     def close(self) -> float:
         busy, total = machine_cpu()
+        self.groups1 = cpu_by_group()
         return round(100 * (busy - self.busy0) / max(total - self.total0, 1), 1)
+
+    def cpu_ms_per(self, units: int) -> dict[str, float]:
+        """After close(): CPU ms per unit by role, biggest first (processes alive at both ends)."""
+        spent = {
+            group: 1000 * (self.groups1[group] - self.groups0.get(group, 0.0)) / max(units, 1)
+            for group in self.groups1
+        }
+        ordered = sorted(spent.items(), key=lambda kv: -kv[1])
+        result = {group: round(ms, 2) for group, ms in ordered if ms > 0.005}
+        result["total"] = round(sum(spent.values()), 2)
+        return result
 
 
 class Window:

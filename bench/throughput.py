@@ -73,6 +73,7 @@ def _raw_chains(stack: Stack, count: int) -> dict[str, Any]:
         "send_seconds": round(sent_s, 2),
         "chain_latency_ms": summary((st - s) * 1000 for s, st in stamps),
         "machine_busy_pct": load.close(),
+        "cpu_ms_per_chain": load.cpu_ms_per(len(stamps)),
     }
 
 
@@ -129,6 +130,7 @@ def _orchestrator(
         "callbacks_sent": after["callbacksSent"] - before["callbacksSent"],
         "callbacks_failed": after["callbacksFailed"] - before["callbacksFailed"],
         "machine_busy_pct": load.close(),
+        "cpu_ms_per_job": load.cpu_ms_per(count),
     }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from .config import Settings
@@ -24,6 +24,7 @@ from .models import (
     ItemStatus,
     Job,
     JobStatus,
+    UTCDateTime,
     utcnow,
 )
 
@@ -83,31 +84,83 @@ def get_job(session: Session, job_id: str) -> Job:
     return job
 
 
+# The chain's statements, built once with bound parameters (named the_*/new_*: SQLAlchemy
+# reserves column names for SET): building a statement per call costs more CPU than running
+# it, and every job runs each of these (bench/README.md, finding 4).
+_jobs = Job.__table__
+_items = Item.__table__
+_this_job = _jobs.c.id == bindparam("the_job")
+_open = _jobs.c.status.in_(OPEN_JOB_STATUSES)
+_MARK = (
+    update(_jobs)
+    .where(_this_job, _open, _jobs.c.dispatched_at.is_(None))
+    .values(
+        status=JobStatus.PROCESSING.value,
+        marked_at=func.coalesce(_jobs.c.marked_at, bindparam("now", type_=UTCDateTime)),
+    )
+)
+_OPEN_DEADLINE = select(_jobs.c.deadline).where(_this_job, _open)
+_ITEM_COUNT = select(_jobs.c.item_count).where(_this_job)
+_CLAIM = (
+    update(_jobs)
+    .where(_this_job, _open, _jobs.c.dispatched_at.is_(None))
+    .values(
+        status=JobStatus.PROCESSING.value,
+        dispatched_at=bindparam("now"),
+        deadline=bindparam("new_deadline"),
+    )
+)
+# Items change only after the dispatch, so at the claim every item is pending: one
+# statement moves them to processing and reads what the robot needs.
+_pending = _items.c.status == ItemStatus.PENDING
+_START_ITEMS = (
+    update(_items)
+    .where(_items.c.job_id == bindparam("the_job"))
+    .values(
+        status=case((_pending, ItemStatus.PROCESSING.value), else_=_items.c.status),
+        updated_at=bindparam("now"),
+    )
+    .returning(_items.c.position, _items.c.id, _items.c.order_id, _items.c.pedido_input)
+)
+_RECORD_RESULT = (
+    update(_jobs)
+    .where(_this_job, _jobs.c.dispatch_result.is_(None))
+    .values(dispatch_result=bindparam("new_result"))
+)
+_FINALIZE_FACTS = select(
+    _jobs.c.status, _jobs.c.report, _jobs.c.report_error, _jobs.c.dispatched_at, _jobs.c.deadline
+).where(_this_job)
+_CLOSE = {
+    guard: update(_jobs)
+    .where(_this_job, _open, condition)
+    .values(
+        status=bindparam("new_status"), error=bindparam("new_error"), finished_at=bindparam("now")
+    )
+    for guard, condition in (
+        ("unreported", _jobs.c.report.is_(None)),
+        ("reported", _jobs.c.report == bindparam("the_report")),
+    )
+}
+_SETTLE_ITEMS = (
+    update(_items)
+    .where(_items.c.job_id == bindparam("the_job"), _items.c.status.in_(UNREPORTED_ITEM_STATUSES))
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+)
+
+
 def mark_processing(session: Session, job_id: str) -> bool:
     """Move a pending job to processing; True while the job is still open and undispatched.
 
     One statement: a job re-kicked by housekeeping is already processing and keeps the time
     it was first marked.
     """
-    return bool(
-        session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status.in_(OPEN_JOB_STATUSES),
-                Job.dispatched_at.is_(None),
-            )
-            .values(status=JobStatus.PROCESSING, marked_at=func.coalesce(Job.marked_at, utcnow()))
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
+    marked = session.connection().execute(_MARK, {"the_job": job_id, "now": utcnow()})
+    return bool(marked.rowcount)
 
 
 def open_job_deadline(session: Session, job_id: str) -> datetime | None:
     """Return the deadline of a dispatched open job; None when closed or not dispatched."""
-    return session.scalar(
-        select(Job.deadline).where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))
-    )
+    return session.connection().scalar(_OPEN_DEADLINE, {"the_job": job_id})
 
 
 @dataclass(frozen=True)
@@ -126,49 +179,23 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
     compare-and-set never sends, so a redelivered message or a second worker cannot
     dispatch again.
     """
-    item_count = session.scalar(select(Job.item_count).where(Job.id == job_id))
+    conn = session.connection()
+    item_count = conn.scalar(_ITEM_COUNT, {"the_job": job_id})
     if item_count is None:
         raise JobNotFound(job_id)
     now = utcnow()
     deadline = compute_deadline(now, item_count, settings)
-    claimed = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.status.in_(OPEN_JOB_STATUSES),
-            Job.dispatched_at.is_(None),
-        )
-        .values(status=JobStatus.PROCESSING, dispatched_at=now, deadline=deadline)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not claimed:
+    claim = {"the_job": job_id, "now": now, "new_deadline": deadline}
+    if not conn.execute(_CLAIM, claim).rowcount:
         return None
-    # Every item is pending until the claim (items change only after dispatch), so this one
-    # statement both moves them to processing and reads what the robot needs.
-    rows = session.execute(
-        update(Item)
-        .where(Item.job_id == job_id)
-        .values(
-            status=case(
-                (Item.status == ItemStatus.PENDING, ItemStatus.PROCESSING), else_=Item.status
-            ),
-            updated_at=now,
-        )
-        .returning(Item.position, Item.id, Item.order_id, Item.pedido_input)
-        .execution_options(synchronize_session=False)
-    ).all()
-    rows.sort(key=lambda r: r.position)
+    rows = sorted(conn.execute(_START_ITEMS, {"the_job": job_id, "now": now}).all())
     items = [{"itemId": r.id, "orderId": r.order_id, "pedidoInput": r.pedido_input} for r in rows]
     return DispatchTicket(job_id=job_id, deadline=deadline, items=items)
 
 
 def record_dispatch_result(session: Session, job_id: str, result: str) -> None:
     """Remember what the dispatch request returned (accepted, refused or ambiguous)."""
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.dispatch_result.is_(None))
-        .values(dispatch_result=result)
-    )
+    session.connection().execute(_RECORD_RESULT, {"the_job": job_id, "new_result": result})
 
 
 @dataclass(frozen=True)
@@ -181,29 +208,24 @@ class Failure:
 
 def _close(
     session: Session,
-    job: Job,
+    job_id: str,
     status: JobStatus,
     error: str | None,
     item_status: ItemStatus,
     report: str | None,
 ) -> JobStatus | None:
     """Compare-and-set the job to a final state, then settle its unreported items."""
+    conn = session.connection()
     now = utcnow()
-    guard = Job.report.is_(None) if report is None else Job.report == report
-    closed = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status.in_(OPEN_JOB_STATUSES), guard)
-        .values(status=status, error=error, finished_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    params = {"the_job": job_id, "new_status": status.value, "new_error": error, "now": now}
+    if report is None:
+        closed = conn.execute(_CLOSE["unreported"], params).rowcount
+    else:
+        closed = conn.execute(_CLOSE["reported"], {**params, "the_report": report}).rowcount
     if not closed:
         return None
-    session.execute(
-        update(Item)
-        .where(Item.job_id == job.id, Item.status.in_(UNREPORTED_ITEM_STATUSES))
-        .values(status=item_status, updated_at=now)
-    )
-    log.info("job %s %s%s", job.id, status.value, f": {error}" if error else "")
+    conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
+    log.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
     return status
 
 
@@ -214,27 +236,34 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
     over the deadline; then the given failure; then the deadline. With none of these the
     job is still waiting and nothing changes.
     """
+    if "\x00" in job_id:  # no job's id; PostgreSQL cannot even compare such a string
+        raise JobNotFound(job_id)
+    conn = session.connection()
     for _attempt in range(3):
-        job = get_job(session, job_id)
+        job = conn.execute(_FINALIZE_FACTS, {"the_job": job_id}).first()
+        if job is None:
+            raise JobNotFound(job_id)
         if job.status not in OPEN_JOB_STATUSES:
             return None
         if job.report == JobStatus.COMPLETED:
-            done = _close(session, job, JobStatus.COMPLETED, None, ItemStatus.UNKNOWN, job.report)
+            done = _close(
+                session, job_id, JobStatus.COMPLETED, None, ItemStatus.UNKNOWN, job.report
+            )
         elif job.report == JobStatus.FAILED:
             reason = f"the robot reported the batch failed: {job.report_error or 'no reason'}"
-            done = _close(session, job, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, job.report)
+            done = _close(session, job_id, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, job.report)
         elif failure is not None:
             may_have_it = failure.robot_may_have_it
             if may_have_it is None:
                 may_have_it = job.dispatched_at is not None
             item_status = ItemStatus.UNKNOWN if may_have_it else ItemStatus.ERROR
-            done = _close(session, job, JobStatus.FAILED, failure.reason, item_status, None)
+            done = _close(session, job_id, JobStatus.FAILED, failure.reason, item_status, None)
         elif job.deadline is not None and job.deadline <= utcnow():
             reason = (
                 f"the robot did not report the batch before its deadline "
                 f"({job.deadline.isoformat()}); check the portal before resubmitting"
             )
-            done = _close(session, job, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, None)
+            done = _close(session, job_id, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, None)
         else:
             return None
         if done:
