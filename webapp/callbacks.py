@@ -24,6 +24,7 @@ from orchestrator.robot_events import (
     UnknownItem,
     apply_event,
     apply_item_event,
+    apply_item_event_in_one_statement,
 )
 from orchestrator.signing import SignatureError, verify_callback
 
@@ -77,6 +78,22 @@ def _check_batch_items(session: Any, job_id: str, data: dict[str, Any]) -> None:
             raise _unknown_items(unknown)
 
 
+def _item_event_in_one_statement(
+    state: Any, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
+) -> ResponseReturnValue:
+    """PostgreSQL's path for item events, the endpoint's load: one autocommit statement."""
+    with state.autocommit_connection() as conn:
+        verdict = apply_item_event_in_one_statement(conn, job_id, webhook_id, event_type, data)
+    if not verdict.job_found:
+        raise ApiError(404, f"no job with id {job_id!r}")
+    if not verdict.item_found:
+        raise _unknown_items([data["itemId"]])
+    if verdict.outcome == Outcome.CONFLICT:
+        raise ApiError(409, verdict.message, "result_conflict")
+    assert verdict.outcome is not None
+    return jsonify({"status": verdict.outcome.value}), 200
+
+
 @bp.post("/jobs/<job_id>/events")
 def receive_event(job_id: str) -> ResponseReturnValue:
     state = orchestrator()
@@ -90,16 +107,28 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     webhook_id = request.headers["webhook-id"]
     if len(webhook_id) > 255:
         raise ApiError(422, "webhook-id is too long", details={"webhook-id": ["at most 255"]})
+    # The contract's order: 404, then 413, 400, 422. The body is judged first (no database
+    # needed), its verdict given only once the job is known to exist.
+    problem: ApiError | None = None
+    event_type, data = "", {}
+    if len(body) > limit:
+        problem = ApiError(413, "the request body is larger than MAX_BODY_BYTES")
+    else:
+        try:
+            event_type, data = _validate(_parse(body))
+        except ApiError as exc:
+            problem = exc
+    # A NUL byte is in no job id, and PostgreSQL cannot even compare it.
+    if "\x00" in job_id:
+        raise ApiError(404, f"no job with id {job_id!r}")
+    if problem is None and event_type in ITEM_EVENTS and state.is_postgresql:
+        return _item_event_in_one_statement(state, job_id, webhook_id, event_type, data)
     with state.session() as session:
-        # A NUL byte is in no job id, and PostgreSQL cannot even compare it.
-        job_status = None
-        if "\x00" not in job_id:
-            job_status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
+        job_status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
         if job_status is None:
             raise ApiError(404, f"no job with id {job_id!r}")
-        if len(body) > limit:
-            raise ApiError(413, "the request body is larger than MAX_BODY_BYTES")
-        event_type, data = _validate(_parse(body))
+        if problem is not None:
+            raise problem
         try:
             if event_type in ITEM_EVENTS:
                 result = apply_item_event(session, job_id, job_status, webhook_id, event_type, data)

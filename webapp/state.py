@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from celery import Celery
 from flask import current_app
 from redis.exceptions import RedisError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from orchestrator import lifecycle
@@ -26,6 +27,15 @@ class Orchestrator:
     def session(self) -> Session:
         """Open a database session (use it as a context manager)."""
         return session_factory(self.settings.database_url)()
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.settings.database_url.startswith("postgresql")
+
+    def autocommit_connection(self) -> Connection:
+        """A pooled connection in AUTOCOMMIT, for single-statement writes."""
+        engine = session_factory(self.settings.database_url).kw["bind"]
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def rendezvous(self) -> Rendezvous:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -548,3 +550,30 @@ def test_database_error_while_applying_is_5xx_and_nothing_is_applied(robot, monk
     assert robot.post(event, webhook_id="retry-me").status_code == 200
     assert robot.item(0)["status"] == "success"
     assert robot.snapshot()[0]["report"] == "completed"
+
+
+def test_concurrent_different_results_for_one_item_apply_one_and_refuse_the_rest(app, robot):
+    """Eight deliveries at once, each a different result for the same item: the item row
+    lock lets exactly one apply; every other one sees it and answers 409, writing nothing."""
+    results = [success(robot.item_ids[0], tracking=f"CO-{n}") for n in range(8)]
+    start = threading.Barrier(len(results))
+
+    def deliver(event: dict[str, Any]) -> int:
+        client = app.test_client()
+        body = json.dumps(event)
+        headers = robot.headers(body)
+        start.wait(timeout=10)
+        return client.post(
+            f"/api/robot/jobs/{robot.job_id}/events",
+            data=body,
+            headers=headers,
+            content_type="application/json",
+        ).status_code
+
+    with ThreadPoolExecutor(len(results)) as pool:
+        answers = list(pool.map(deliver, results))
+
+    assert sorted(answers) == [200] + [409] * 7
+    applied = results[answers.index(200)]["data"]["trackingNumber"]
+    assert robot.item(0)["trackingNumber"] == applied
+    assert len(robot.events()) == 1
