@@ -1,11 +1,13 @@
 """Rate limits on the job API and the robot callbacks, and secure response headers.
 
 Limits are fixed windows counted in Redis (the process's client for ``REDIS_URL``), so every
-gunicorn process shares one count. A process adds its requests to that count in batches (every
-``SYNC_EVERY`` requests or ``SYNC_SECONDS``, and at every request once the known count is within
-10 % of the limit): a Redis round trip costs this endpoint as much CPU as its own database
-statement (bench/README.md), and a burst can overshoot a limit by at most ``SYNC_EVERY``
-requests per process. They are configurable and generous by default:
+gunicorn process shares one count. Under a limit of ``BATCH_FROM`` requests or more per window,
+a process adds its requests to that count in batches (every ``SYNC_EVERY`` requests or
+``SYNC_SECONDS``, and at every request once the count it knows is within 10 % of the limit):
+a Redis round trip costs a callback as much CPU as its database statement (bench/README.md).
+The last 10 % of such a limit is counted exactly as long as ``SYNC_EVERY`` times the number of
+processes stays below it; smaller limits are counted exactly, request by request. They are
+configurable and generous by default:
 
 * ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` — requests
   without a valid token share one bucket per client address, so guessing tokens is throttled
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SYNC_EVERY = 20
 SYNC_SECONDS = 0.25
+BATCH_FROM = 2000
 DEFAULT_API_LIMIT = "3000/minute"
 DEFAULT_CALLBACK_LIMIT = "12000/minute"
 _UNITS = {"second": 1, "minute": 60, "hour": 3600}
@@ -112,7 +115,8 @@ class WindowCounter:
             self._pending[key] = pending
             estimate = self._known.get(key, 0) + pending
             due = (
-                pending >= SYNC_EVERY
+                limit.count < BATCH_FROM
+                or pending >= SYNC_EVERY
                 or estimate * 10 >= limit.count * 9
                 or now - self._synced_at.get(key, 0.0) >= SYNC_SECONDS
             )

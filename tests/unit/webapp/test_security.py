@@ -103,3 +103,53 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
     routes = {rule.rule for rule in app.url_map.iter_rules()}
     for path in document["paths"]:
         assert path.replace("{job_id}", "<job_id>") in routes
+
+
+def _batched_counter(monkeypatch, fake_redis, app):
+    """A WindowCounter whose Redis syncs are counted, with time standing still."""
+    syncs = []
+    real_pipeline = fake_redis.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        syncs.append(1)
+        return real_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(fake_redis, "pipeline", counting_pipeline)
+    counter = security.WindowCounter()
+    return counter, syncs
+
+
+def test_large_limits_sync_with_redis_in_batches(app, monkeypatch, fake_redis) -> None:
+    limit = Limit(12000, 60)
+    with app.app_context():
+        counter, syncs = _batched_counter(monkeypatch, fake_redis, app)
+        counts = [counter.hit("k", limit, now=100.0) for _ in range(100)]
+
+    assert counts == list(range(1, 101))  # every request counted, in order
+    assert len(syncs) == 5  # the first (new window), then every SYNC_EVERY = 20 ...
+    assert int(fake_redis.get("k")) == 81  # ... so Redis holds all but the last 19
+
+
+def test_large_limits_are_exact_in_their_last_ten_percent(app, monkeypatch, fake_redis) -> None:
+    limit = Limit(2000, 60)
+    with app.app_context():
+        counter, syncs = _batched_counter(monkeypatch, fake_redis, app)
+        counter.hit("k", limit, now=100.0)
+        fake_redis.set("k", 1795)  # the other processes' requests
+        counts = [counter.hit("k", limit, now=100.0) for _ in range(19)]
+        near = [counter.hit("k", limit, now=100.0) for _ in range(210)]
+
+    assert counts[-1] == 1 + 19  # not synced yet: it still believes its own count
+    assert near[0] == 1795 + 20  # the 20th request synced and learned the shared count
+    over = [n for n in near if n > limit.count]
+    assert over and over[0] == limit.count + 1  # counted one by one near the limit
+    assert len(syncs) > 150
+
+
+def test_small_limits_are_counted_exactly_every_request(app, monkeypatch, fake_redis) -> None:
+    limit = Limit(15, 3600)
+    with app.app_context():
+        counter, syncs = _batched_counter(monkeypatch, fake_redis, app)
+        counts = [counter.hit("k", limit, now=100.0) for _ in range(5)]
+    assert counts == [1, 2, 3, 4, 5]
+    assert len(syncs) == 5
