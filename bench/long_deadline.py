@@ -133,10 +133,13 @@ def run(quick: bool, redis_mode: str) -> bool:
         polls = [u for u, n in names.items() if n == "orchestrator.wait_for_report"]
         finalizes = [u for u, n in names.items() if n == "orchestrator.finalize"]
         gaps = [round(b - a, 1) for a, b in itertools.pairwise(poll_times)]
-        # Task.replace keeps the task id: every poll of the chain has the same uuid, so a
-        # redelivered copy shows as a token (or, for the first poll, no token) seen twice.
+        # Each poll is a new message with its own task id (the waiting step sends the next
+        # poll itself), so a redelivered copy shows as a task id received twice, and as a
+        # token (or, for the first poll, no token) seen twice.
         first_polls = len(poll_times) - sum(poll_tokens.values())
-        redelivered = max(first_polls - 1, 0) + sum(n - 1 for n in poll_tokens.values())
+        by_token = max(first_polls - 1, 0) + sum(n - 1 for n in poll_tokens.values())
+        by_task_id = sum(n - 1 for u, n in received.items() if u in set(polls))
+        redelivered = max(by_token, by_task_id)
         closing = [r for r in finalize_results if r.strip("'\"") in FINAL]
         figures = {
             "job_items": 500,
