@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from .config import Settings, load_settings_or_exit
 from .db import dispose_all
-from .rendezvous import REPORT_CHANNEL, Rendezvous, get_redis
+from .rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class ReportListener(bootsteps.StartStopStep):
         while not self._stop.is_set():
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(REPORT_CHANNEL)
+                pubsub.subscribe(rendezvous.channel)
                 try:
                     while not self._stop.is_set():
                         message = pubsub.get_message(timeout=1.0)

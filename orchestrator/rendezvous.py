@@ -15,7 +15,17 @@ from typing import cast
 
 import redis
 
-REPORT_CHANNEL = "orchestrator:reports"
+
+def report_channel(client: redis.Redis) -> str:
+    """The report channel of the client's database.
+
+    PUBLISH ignores the database number: a server-wide channel name would let deployments
+    (or test runs) that share a Redis server on different databases wake each other's
+    workers. The name carries the database, as every key already does implicitly.
+    """
+    return f"orchestrator:{client.connection_pool.connection_kwargs.get('db', 0)}:reports"
+
+
 KEY_TTL_SECONDS = 7 * 24 * 3600
 
 # Hand the poller token on only if the caller still holds it (compare-and-set); answer
@@ -66,12 +76,13 @@ class Rendezvous:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self.channel = report_channel(client)
 
     def announce_report(self, job_id: str, report: str) -> None:
         """Write the report key, then publish: a waiter that subscribed late still sees it."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(report_key(job_id), report, ex=KEY_TTL_SECONDS)
-        pipe.publish(REPORT_CHANNEL, job_id)
+        pipe.publish(self.channel, job_id)
         pipe.execute()
 
     def has_report(self, job_id: str) -> bool:

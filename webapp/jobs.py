@@ -104,13 +104,11 @@ def submit() -> ResponseReturnValue:
 
 def _job_with_items(job_id: str) -> dict[str, Any]:
     with orchestrator().session() as session:
-        try:
-            job = lifecycle.get_job(session, job_id)
-        except lifecycle.JobNotFound:
-            raise ApiError(404, f"no job with id {job_id!r}") from None
-        items = queries.job_items(session, job_id)
-        counts = queries.item_counts(session, [job_id])[job_id]
-        return dump_job(job, counts, items)
+        shown = queries.job_as_shown(session, job_id)
+    if shown is None:
+        raise ApiError(404, f"no job with id {job_id!r}")
+    job, items = shown
+    return dump_job(job, queries.counts_of(items), items)
 
 
 @bp.get("/<job_id>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from marshmallow import (
@@ -15,7 +16,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from orchestrator.models import Item, ItemStatus, Job
+from orchestrator.models import ItemStatus
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -152,8 +153,10 @@ _job_out = JobOutSchema()
 _items_out = ItemOutSchema(many=True)
 
 
-def dump_job(job: Job, counts: dict[str, int], items: list[Item] | None = None) -> dict[str, Any]:
-    """Return the job as the API shows it; with ``items`` when given."""
+def dump_job(
+    job: Any, counts: dict[str, int], items: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """Return the job as the API shows it (ORM objects or row mappings); with ``items``."""
     body: dict[str, Any] = _job_out.dump(job)
     body["counts"] = counts
     if items is not None:

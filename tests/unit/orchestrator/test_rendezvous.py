@@ -5,7 +5,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from orchestrator.rendezvous import REPORT_CHANNEL, Rendezvous, poller_key, report_key
+from orchestrator.rendezvous import Rendezvous, poller_key, report_key
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def rendezvous():
 
 def test_report_key_is_written_before_the_announcement(rendezvous) -> None:
     pubsub = rendezvous.redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(REPORT_CHANNEL)
+    pubsub.subscribe(rendezvous.channel)
     seen_key_on_message: list[bool] = []
 
     rendezvous.announce_report("job-1", "completed")
@@ -85,3 +85,23 @@ def test_one_waker_per_announcement(rendezvous) -> None:
     assert rendezvous.claim_wake("job-1") is True
     assert rendezvous.claim_wake("job-1") is False
     assert rendezvous.claim_wake("job-2") is True
+
+
+def test_each_redis_database_has_its_own_report_channel() -> None:
+    server = fakeredis.FakeServer()
+    ours = Rendezvous(fakeredis.FakeRedis(server=server, db=3))
+    theirs = Rendezvous(fakeredis.FakeRedis(server=server, db=4))
+    listener = ours.redis.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(ours.channel)
+
+    theirs.announce_report("their-job", "completed")
+    ours.announce_report("our-job", "completed")
+    heard = []
+    for _ in range(20):
+        message = listener.get_message(timeout=0.05)
+        if message:
+            heard.append(message["data"])
+
+    assert (ours.channel, theirs.channel) == ("orchestrator:3:reports", "orchestrator:4:reports")
+    assert heard == [b"our-job"]
+    listener.close()

@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from orchestrator import lifecycle
 from orchestrator.db import session_scope
 from orchestrator.models import Event, Item, Job
-from orchestrator.rendezvous import REPORT_CHANNEL, report_key
+from orchestrator.rendezvous import report_channel, report_key
 from orchestrator.signing import job_callback_secret
 from webapp import callbacks, create_app
 
@@ -462,13 +462,13 @@ def test_row10_batch_completed_writes_the_report_key_publishes_then_finalizes(ro
     assert robot.post(success(robot.item_ids[0])).status_code == 200
     pubsub = fake_redis.pubsub()
     try:
-        pubsub.subscribe(REPORT_CHANNEL)
+        pubsub.subscribe(report_channel(fake_redis))
         assert robot.post(batch_completed()).status_code == 200
         message = _next_message(pubsub)
     finally:
         pubsub.close()
     assert fake_redis.get(f"orchestrator:job:{robot.job_id}:report") == b"completed"
-    assert message is not None and message["channel"] == REPORT_CHANNEL.encode()
+    assert message is not None and message["channel"] == report_channel(fake_redis).encode()
     assert message["data"] == robot.job_id.encode()
 
     job = robot.snapshot()[0]
