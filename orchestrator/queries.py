@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.orm import Session
 
 from .models import Item, ItemStatus, Job
@@ -33,11 +33,10 @@ _ITEMS_SHOWN = (
 )
 
 
-def job_as_shown(session: Session, job_id: str) -> tuple[RowMapping, list[RowMapping]] | None:
+def job_as_shown(conn: Connection, job_id: str) -> tuple[RowMapping, list[RowMapping]] | None:
     """Return the job's shown columns and its items in order; None when there is no such job."""
     if "\x00" in job_id:  # in no job's id; PostgreSQL cannot even compare it
         return None
-    conn = session.connection()
     job = conn.execute(_JOB_SHOWN, {"the_job": job_id}).mappings().first()
     if job is None:
         return None

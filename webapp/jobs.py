@@ -103,8 +103,8 @@ def submit() -> ResponseReturnValue:
 
 
 def _job_with_items(job_id: str) -> dict[str, Any]:
-    with orchestrator().session() as session:
-        shown = queries.job_as_shown(session, job_id)
+    with orchestrator().read_connection() as conn:
+        shown = queries.job_as_shown(conn, job_id)
     if shown is None:
         raise ApiError(404, f"no job with id {job_id!r}")
     job, items = shown

@@ -33,9 +33,16 @@ class Orchestrator:
         return self.settings.database_url.startswith("postgresql")
 
     def autocommit_connection(self) -> Connection:
-        """A pooled connection in AUTOCOMMIT, for single-statement writes."""
+        """A pooled connection in AUTOCOMMIT, for single-statement writes (PostgreSQL)."""
         engine = session_factory(self.settings.database_url).kw["bind"]
         return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def read_connection(self) -> Connection:
+        """A connection for reads: on PostgreSQL in AUTOCOMMIT (no BEGIN and ROLLBACK round
+        trips; each statement sees committed data), on SQLite in a transaction."""
+        if self.is_postgresql:
+            return self.autocommit_connection()
+        return session_factory(self.settings.database_url).kw["bind"].connect()
 
     @property
     def rendezvous(self) -> Rendezvous:
