@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -87,6 +87,12 @@ def session_factory(url: str) -> sessionmaker[Session]:
         factory = sessionmaker(make_engine(url), expire_on_commit=False)
         _factories[key] = factory
     return factory
+
+
+def autocommit_connection(url: str) -> Connection:
+    """A pooled connection in AUTOCOMMIT: each statement commits by itself (PostgreSQL)."""
+    engine = session_factory(url).kw["bind"]
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager

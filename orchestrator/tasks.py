@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from . import housekeeping, lifecycle, robot_client
 from .config import Settings
-from .db import session_scope
+from .db import autocommit_connection, session_scope
 from .rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,13 @@ def wait_for_report(
 def finalize(job_id: str) -> str | None:
     """Settle the job from its report or its deadline; a finished job stays as it is."""
     settings = _settings()
-    with session_scope(settings.database_url) as session:
-        status = lifecycle.finalize(session, job_id)
+    status = None
+    if settings.database_url.startswith("postgresql") and "\x00" not in job_id:
+        with autocommit_connection(settings.database_url) as conn:
+            status = lifecycle.close_reported(conn, job_id)
+    if status is None:
+        with session_scope(settings.database_url) as session:
+            status = lifecycle.finalize(session, job_id)
     if status is not None:
         try:
             _rendezvous(settings).forget(job_id)

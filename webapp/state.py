@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import lifecycle
 from orchestrator.config import Settings
-from orchestrator.db import session_factory
+from orchestrator.db import autocommit_connection, session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,7 @@ class Orchestrator:
 
     def autocommit_connection(self) -> Connection:
         """A pooled connection in AUTOCOMMIT, for single-statement writes (PostgreSQL)."""
-        engine = session_factory(self.settings.database_url).kw["bind"]
-        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return autocommit_connection(self.settings.database_url)
 
     def read_connection(self) -> Connection:
         """A connection for reads: on PostgreSQL in AUTOCOMMIT (no BEGIN and ROLLBACK round
