@@ -43,16 +43,21 @@ def started(monkeypatch) -> StartedJobs:
     return recorder
 
 
-@pytest.fixture
-def app(sqlite_url, make_settings, fake_redis, started):
+def unit_app(make_settings, database_url: str):
+    """The unit tests' app on the given database: fakeredis, small limits, two API tokens."""
     settings = make_settings(
-        database_url=sqlite_url,
+        database_url=database_url,
         redis_url=REDIS_URL,
         api_tokens=(API_TOKEN, "second-token"),
         max_body_bytes=64 * 1024,
         max_batch_size=50,
     )
     return create_app(settings)
+
+
+@pytest.fixture
+def app(sqlite_url, make_settings, fake_redis, started):
+    return unit_app(make_settings, sqlite_url)
 
 
 @pytest.fixture

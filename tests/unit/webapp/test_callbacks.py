@@ -23,7 +23,7 @@ from orchestrator.rendezvous import report_channel, report_key
 from orchestrator.signing import job_callback_secret
 from webapp import callbacks, create_app
 
-from ..conftest import API_TOKEN, REDIS_URL
+from ..conftest import API_TOKEN, REDIS_URL, unit_app
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -32,14 +32,7 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 def app(database_url, make_settings, fake_redis, started):
     """Every row of the table runs on SQLite and on PostgreSQL: the item-event statements
     (INSERT … ON CONFLICT, UPDATE … RETURNING) are compiled per dialect."""
-    settings = make_settings(
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        api_tokens=(API_TOKEN, "second-token"),
-        max_body_bytes=64 * 1024,
-        max_batch_size=50,
-    )
-    return create_app(settings)
+    return unit_app(make_settings, database_url)
 
 
 @dataclass
