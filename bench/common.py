@@ -246,6 +246,22 @@ def machine_cpu() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+def signed_event(
+    master: str, job_id: str, event_type: str, data: dict[str, Any]
+) -> tuple[str, dict[str, str]]:
+    """Body and headers of a robot event for the job, signed with its per-job secret."""
+    body = json.dumps({"type": event_type, "data": data}, separators=(",", ":"))
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(job_callback_secret(master, job_id)).sign(msg_id, now, body),
+        "Content-Type": "application/json",
+    }
+    return body, headers
+
+
 _GROUPS = (
     ("postgres", "postgres"),
     ("redis", "redis-server"),
@@ -555,18 +571,7 @@ class Stack:
 
     def signed(self, job_id: str, event_type: str, data: dict[str, Any]) -> tuple[str, dict]:
         """Return the body and headers of an event signed as the robot signs it."""
-        body = json.dumps({"type": event_type, "data": data}, separators=(",", ":"))
-        msg_id = f"msg_{uuid.uuid4().hex}"
-        now = datetime.now(UTC)
-        headers = {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(job_callback_secret(MASTER_SECRET, job_id)).sign(
-                msg_id, now, body
-            ),
-            "Content-Type": "application/json",
-        }
-        return body, headers
+        return signed_event(MASTER_SECRET, job_id, event_type, data)
 
     def send_event(
         self, job_id: str, event_type: str, data: dict[str, Any], session: Any = None

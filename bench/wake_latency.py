@@ -34,6 +34,7 @@ from .common import (
     profiled,
     quiet_until,
     ratio,
+    signed_event,
     summary,
 )
 
@@ -46,13 +47,6 @@ def _complete_background(
     stack_base: str, master: str, job_ids: list[str], rate: float, limit_s: float, out: Any
 ) -> None:
     """Send batch.completed to every job at ``rate`` per second (another process)."""
-    import json
-    from datetime import UTC
-
-    from standardwebhooks.webhooks import Webhook
-
-    from orchestrator.signing import job_callback_secret
-
     session = requests.Session()
     session.trust_env = False
     ok = failed = 0
@@ -64,17 +58,7 @@ def _complete_background(
             break
         if target > now:
             time.sleep(target - now)
-        body = json.dumps({"type": "robot.batch.completed", "data": {"items": []}})
-        msg_id = f"msg_{uuid.uuid4().hex}"
-        stamp = datetime.now(UTC)
-        headers = {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(stamp.timestamp())),
-            "webhook-signature": Webhook(job_callback_secret(master, job_id)).sign(
-                msg_id, stamp, body
-            ),
-            "Content-Type": "application/json",
-        }
+        body, headers = signed_event(master, job_id, "robot.batch.completed", {"items": []})
         try:
             answer = session.post(
                 f"{stack_base}/api/robot/jobs/{job_id}/events",

@@ -89,6 +89,11 @@ def session_factory(url: str) -> sessionmaker[Session]:
     return factory
 
 
+def is_postgresql(url: str) -> bool:
+    """True for a PostgreSQL URL (the configuration rewrites ``postgres://`` to this form)."""
+    return url.startswith("postgresql")
+
+
 def autocommit_connection(url: str) -> Connection:
     """A pooled connection in AUTOCOMMIT: each statement commits by itself (PostgreSQL)."""
     engine = session_factory(url).kw["bind"]

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from . import housekeeping, lifecycle, robot_client
 from .config import Settings
-from .db import autocommit_connection, session_scope
+from .db import autocommit_connection, is_postgresql, session_scope
 from .rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def finalize(job_id: str) -> str | None:
     """Settle the job from its report or its deadline; a finished job stays as it is."""
     settings = _settings()
     status = None
-    if settings.database_url.startswith("postgresql") and "\x00" not in job_id:
+    if is_postgresql(settings.database_url) and "\x00" not in job_id:
         with autocommit_connection(settings.database_url) as conn:
             status = lifecycle.close_reported(conn, job_id)
     if status is None:

@@ -124,8 +124,10 @@ class WindowCounter:
                 return estimate
             self._pending[key] = 0
             self._synced_at[key] = now
-            if len(self._known) > 10_000:  # old windows' keys
-                self._known.clear()
+            if len(self._synced_at) > 10_000:  # keys of past windows pile up: forget them
+                for table in (self._known, self._synced_at, self._pending):
+                    table.clear()
+                self._synced_at[key] = now
         try:
             pipe = orchestrator().rendezvous.redis.pipeline(transaction=True)
             pipe.incrby(key, pending)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import lifecycle
 from orchestrator.config import Settings
-from orchestrator.db import autocommit_connection, session_factory
+from orchestrator.db import autocommit_connection, is_postgresql, session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class Orchestrator:
 
     @property
     def is_postgresql(self) -> bool:
-        return self.settings.database_url.startswith("postgresql")
+        return is_postgresql(self.settings.database_url)
 
     def autocommit_connection(self) -> Connection:
         """A pooled connection in AUTOCOMMIT, for single-statement writes (PostgreSQL)."""

@@ -153,3 +153,15 @@ def test_small_limits_are_counted_exactly_every_request(app, monkeypatch, fake_r
         counts = [counter.hit("k", limit, now=100.0) for _ in range(5)]
     assert counts == [1, 2, 3, 4, 5]
     assert len(syncs) == 5
+
+
+def test_the_counter_forgets_past_windows(app, monkeypatch, fake_redis) -> None:
+    limit = Limit(15, 1)
+    with app.app_context():
+        counter, _ = _batched_counter(monkeypatch, fake_redis, app)
+        for window in range(10_050):
+            counter.hit(f"k:{window}", limit, now=float(window))
+        assert counter.hit("k:10049", limit, now=10049.0) == 2  # the live window still counts
+
+    assert len(counter._synced_at) < 10_000
+    assert len(counter._known) < 10_000 and len(counter._pending) < 10_000
