@@ -9,8 +9,9 @@ sends the batch.completed and watches the chain end.
 
 Pass: no ``wait_for_report`` message delivered twice (a redelivery after the visibility timeout),
 never more than one copy of the job's waiting message in the broker, every poll holding a token
-no other poll held, the job open until the report, then exactly one finalize that closes it
-and no poll after the next scheduled one.
+no other poll held, the job open until the report, then closed exactly once (the worker logs
+"job <id> completed" once: by the report listener on its wake-up, or by a ``finalize`` task that
+a poll started) and no poll after the next scheduled one.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ def run(quick: bool, redis_mode: str) -> bool:
         by_task_id = sum(n - 1 for u, n in received.items() if u in set(polls))
         redelivered = max(by_token, by_task_id)
         closing = [r for r in finalize_results if r.strip("'\"") in FINAL]
+        worker_log = stack.logs("worker", tail=2_000_000)
+        closes = worker_log.count(f"job {job_id} completed")
+        by_listener = worker_log.count(f"job {job_id}: closed by the report listener")
         figures = {
             "job_items": 500,
             "deadline": job["deadline"],
@@ -164,6 +168,8 @@ def run(quick: bool, redis_mode: str) -> bool:
             "finalize_tasks": len(finalizes),
             "finalize_results": finalize_results,
             "finalizes_that_closed_the_job": len(closing),
+            "closes_logged": closes,
+            "closed_by_report_listener": by_listener,
             "polls_after_report": sum(1 for t in poll_times if t > reported_wall),
             "events_recorded": len(events),
         }
@@ -173,7 +179,8 @@ def run(quick: bool, redis_mode: str) -> bool:
             and figures["max_broker_copies_while_waiting"] <= 1
             and set(statuses) == {"processing"}
             and final["status"] == "completed"
-            and len(closing) == 1
+            and closes == 1
+            and len(closing) + by_listener == 1
             and after_copies[-1:] == [0]
             and figures["polls_after_report"] <= 1
             and watched_s >= (55 if quick else 300)

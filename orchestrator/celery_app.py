@@ -13,7 +13,9 @@ from redis.exceptions import RedisError
 
 from .config import Settings, load_settings_or_exit
 from .db import dispose_all
+from .lifecycle import JobNotFound
 from .rendezvous import Rendezvous, get_redis
+from .tasks import INFRASTRUCTURE_ERRORS, close_job
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +73,12 @@ class ResilientConsumer(Consumer):
 class ReportListener(bootsteps.StartStopStep):
     """Wake a waiting job as soon as its report is announced on the pub/sub channel.
 
-    The waiting chain only polls as a safety net; this listener sends ``finalize`` the
-    moment the callback publishes. One listener per worker; a Redis key lets only one of
-    them act on each announcement.
+    The waiting chain only polls as a safety net; this listener closes the job the moment
+    the callback publishes, in its own thread (``tasks.close_job``, the ``finalize`` task's
+    work, without the broker hop: one statement on PostgreSQL). If that fails (database
+    unreachable, anything unexpected) it sends the ``finalize`` task instead; housekeeping
+    settles whatever is left. One listener per worker; a Redis key lets only one of them act
+    on each announcement.
     """
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
@@ -106,9 +111,32 @@ class ReportListener(bootsteps.StartStopStep):
                         if message and message["type"] == "message":
                             job_id = message["data"].decode()
                             if rendezvous.claim_wake(job_id):
-                                app.send_task("orchestrator.finalize", args=(job_id,))
+                                self._wake(app, settings, job_id)
                 finally:
                     pubsub.close()
             except (RedisError, OSError) as exc:
                 log.warning("report listener lost Redis (%s); retrying", type(exc).__name__)
                 self._stop.wait(1.0)
+
+    @staticmethod
+    def _wake(app: Celery, settings: Settings, job_id: str) -> None:
+        """Close the reported job here; hand it to a ``finalize`` task if that fails."""
+        try:
+            status = close_job(settings, job_id)
+            if status is not None:
+                log.info("job %s: closed by the report listener on its wake-up", job_id)
+            return
+        except JobNotFound:
+            log.warning("job %s: a report was announced for a job that does not exist", job_id)
+            return
+        except Exception as exc:  # the listener must outlive any one job
+            log.warning(
+                "job %s: the wake-up could not close it here (%s); sending finalize",
+                job_id,
+                type(exc).__name__,
+                exc_info=not isinstance(exc, INFRASTRUCTURE_ERRORS),
+            )
+        try:
+            app.send_task("orchestrator.finalize", args=(job_id,))
+        except Exception as exc:
+            log.warning("job %s: finalize not sent (%s); housekeeping settles it", job_id, exc)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 # A pooled connection idle for longer than this is pinged (one round trip) before use; a
@@ -101,6 +101,43 @@ def autocommit_connection(url: str) -> Connection:
 
 
 @contextmanager
+def driver_autocommit(url: str) -> Iterator[Any]:
+    """The pool's own driver (psycopg) connection in autocommit, for one hot statement.
+
+    Skips SQLAlchemy's per-statement work (execution context, result metadata), a large share
+    of a callback's CPU in the web process (bench/README.md). The connection comes from and
+    goes back to the engine's pool, through its checkout check. A driver error is raised as
+    SQLAlchemy's own (``OperationalError`` answers 503 at the edge), and a connection it
+    broke is dropped from the pool.
+    """
+    engine: Engine = session_factory(url).kw["bind"]
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    fairy = engine.raw_connection()
+    driver = fairy.driver_connection
+    try:
+        driver.autocommit = True
+        yield driver
+        driver.autocommit = False
+    except dbapi_error as exc:
+        broken = engine.dialect.is_disconnect(exc, driver, None) or driver.closed
+        if broken:
+            fairy.invalidate(exc)
+        else:
+            driver.autocommit = False
+        raise DBAPIError.instance(
+            None, None, exc, dbapi_error, connection_invalidated=broken, dialect=engine.dialect
+        ) from exc
+    except BaseException:
+        if driver.closed:
+            fairy.invalidate()
+        else:
+            driver.autocommit = False
+        raise
+    finally:
+        fairy.close()
+
+
+@contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """Open a session, commit on success, roll back on error, always close."""
     session = session_factory(url)()
@@ -115,9 +152,15 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def dispose_all() -> None:
-    """Drop every engine (after a fork, or at the end of tests)."""
-    for factory in _factories.values():
+    """Drop every engine (after a fork, or at the end of tests).
+
+    An engine inherited from the parent process is dropped without closing its connections:
+    closing sends the server a goodbye on sockets the parent still uses (the worker's main
+    process holds connections for the report listener while its pool processes fork).
+    """
+    pid = os.getpid()
+    for (owner, _url), factory in _factories.items():
         bind = factory.kw.get("bind")
         if bind is not None:
-            bind.dispose()
+            bind.dispose(close=owner == pid)
     _factories.clear()

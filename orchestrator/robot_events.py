@@ -14,11 +14,12 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, text, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -325,7 +326,8 @@ SELECT verdict.job_status, verdict.item_found, verdict.duplicate, verdict.confli
        (SELECT tracking_number FROM item) AS item_tracking
 FROM verdict
 """
-ONE_STATEMENT_ITEM_EVENT = text(_ONE_STATEMENT)
+# Run through the driver itself (psycopg's named placeholders): see db.driver_autocommit.
+ONE_STATEMENT_ITEM_EVENT = re.sub(r"(?<!:):(\w+)", r"%(\1)s", _ONE_STATEMENT)
 
 
 @dataclass(frozen=True)
@@ -339,15 +341,16 @@ class ItemVerdict:
 
 
 def apply_item_event_in_one_statement(
-    conn: Connection, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
+    driver: Any, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
 ) -> ItemVerdict:
     """Record and apply an item event on PostgreSQL in one autocommit statement.
 
-    The same rules as ``apply_item_event``; ``conn`` must be in AUTOCOMMIT. A job or item
-    that does not exist, or a conflict, writes nothing.
+    The same rules as ``apply_item_event``; ``driver`` is a psycopg connection in autocommit
+    (``db.driver_autocommit``). A job or item that does not exist, or a conflict, writes
+    nothing.
     """
     values = _result_values(data) if event_type == ITEM_COMPLETED else {}
-    row = conn.execute(
+    row = driver.execute(
         ONE_STATEMENT_ITEM_EVENT,
         {
             "job": job_id,
@@ -360,17 +363,18 @@ def apply_item_event_in_one_statement(
             "tracking": values.get("new_tracking_number"),
             "error": values.get("new_error"),
         },
-    ).one()
-    if row.job_status is None or not row.item_found:
-        return ItemVerdict(row.job_status is not None, row.item_found, None)
-    if row.duplicate or (not row.recorded and not row.conflict):
+    ).fetchone()
+    job_status, item_found, duplicate, conflict, recorded, order_id, status, tracking = row
+    if job_status is None or not item_found:
+        return ItemVerdict(job_status is not None, item_found, None)
+    if duplicate or (not recorded and not conflict):
         return ItemVerdict(True, True, Outcome.DUPLICATE)
-    if row.conflict:
+    if conflict:
         message = (
-            f"item {data['itemId']} ({row.order_id}) is already {row.item_status}"
-            f"{' with ' + row.item_tracking if row.item_tracking else ''}"
+            f"item {data['itemId']} ({order_id}) is already {status}"
+            f"{' with ' + tracking if tracking else ''}"
         )
         log.warning("job %s: conflicting item result refused: %s", job_id, message)
         return ItemVerdict(True, True, Outcome.CONFLICT, message)
-    late = row.job_status not in OPEN_JOB_STATUSES
+    late = job_status not in OPEN_JOB_STATUSES
     return ItemVerdict(True, True, Outcome.LATE if late else Outcome.APPLIED)

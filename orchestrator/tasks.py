@@ -162,7 +162,15 @@ def wait_for_report(
 @shared_task(name="orchestrator.finalize")
 def finalize(job_id: str) -> str | None:
     """Settle the job from its report or its deadline; a finished job stays as it is."""
-    settings = _settings()
+    return close_job(_settings(), job_id)
+
+
+def close_job(settings: Settings, job_id: str) -> str | None:
+    """Settle the job from its report or its deadline, then drop its Redis keys.
+
+    The ``finalize`` task's work, also done by the report listener's thread when a report
+    wakes the job (no broker hop). Returns the new status, None when nothing changed.
+    """
     status = None
     if is_postgresql(settings.database_url) and "\x00" not in job_id:
         with autocommit_connection(settings.database_url) as conn:

@@ -31,6 +31,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     errors.init_app(app)
     init_api(app)
     dashboard.init_app(app)  # the operator's pages under /dashboard
+    app.session_interface = dashboard.DashboardSessions()  # no cookie session under /api/
     security.init_app(app)  # rate limits and secure headers
     openapi.init_app(app)  # GET /openapi.json
     return app

@@ -16,6 +16,7 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from orchestrator.db import driver_autocommit
 from orchestrator.models import Item
 from orchestrator.robot_events import (
     ITEM_EVENTS,
@@ -82,8 +83,8 @@ def _item_event_in_one_statement(
     state: Any, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
 ) -> ResponseReturnValue:
     """PostgreSQL's path for item events, the endpoint's load: one autocommit statement."""
-    with state.autocommit_connection() as conn:
-        verdict = apply_item_event_in_one_statement(conn, job_id, webhook_id, event_type, data)
+    with driver_autocommit(state.settings.database_url) as driver:
+        verdict = apply_item_event_in_one_statement(driver, job_id, webhook_id, event_type, data)
     if not verdict.job_found:
         raise ApiError(404, f"no job with id {job_id!r}")
     if not verdict.item_found:

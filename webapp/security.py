@@ -200,11 +200,15 @@ def _enforce_limits() -> Response | None:
 
 
 def _secure_headers(response: Response) -> Response:
-    for name, value in SECURE_HEADERS.items():
-        response.headers.setdefault(name, value)
+    """Add every secure header the view did not set itself (one pass over its headers)."""
+    wanted = list(SECURE_HEADERS.items())
     forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     if request.is_secure or forwarded == "https":
-        response.headers.setdefault("Strict-Transport-Security", HSTS)
+        wanted.append(("Strict-Transport-Security", HSTS))
     if request.path.startswith("/api/"):
-        response.headers.setdefault("Cache-Control", "no-store")
+        wanted.append(("Cache-Control", "no-store"))
+    present = {name.lower() for name in response.headers.keys()}
+    response.headers.extend(
+        [(name, value) for name, value in wanted if name.lower() not in present]
+    )
     return response

@@ -14,10 +14,10 @@ from flask import Flask, redirect, url_for
 from flask.typing import ResponseReturnValue
 
 from ..state import Orchestrator
-from .login import session_key
+from .login import DashboardSessions, session_key
 from .views import bp
 
-__all__ = ["bp", "init_app"]
+__all__ = ["DashboardSessions", "bp", "init_app"]
 
 
 def init_app(app: Flask) -> None:

@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import secrets
 
-from flask import abort, current_app, request, session
+from flask import Flask, Request, abort, current_app, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from redis.exceptions import RedisError
 
 from ..auth import token_matches
@@ -21,6 +22,21 @@ from ..state import orchestrator
 _USER = "user"
 _CREDENTIAL = "credential"
 _CSRF = "csrf"
+
+
+class DashboardSessions(SecureCookieSessionInterface):
+    """The signed session cookie, opened only where it can matter: never under ``/api/``.
+
+    The job API authenticates by bearer token and the callbacks by signature; neither reads
+    the session, and skipping the cookie's signature check saves every such request the work
+    (bench/README.md). Those requests get Flask's null session: reading it finds nothing,
+    writing to it fails loudly.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith("/api/"):
+            return None
+        return super().open_session(app, request)
 
 
 def session_key(callback_secret: str) -> str:
