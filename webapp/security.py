@@ -207,7 +207,7 @@ def _secure_headers(response: Response) -> Response:
         wanted.append(("Strict-Transport-Security", HSTS))
     if request.path.startswith("/api/"):
         wanted.append(("Cache-Control", "no-store"))
-    present = {name.lower() for name in response.headers.keys()}
+    present = {name.lower() for name, _value in response.headers.items()}
     response.headers.extend(
         [(name, value) for name, value in wanted if name.lower() not in present]
     )
