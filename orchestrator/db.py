@@ -112,29 +112,29 @@ def driver_autocommit(url: str) -> Iterator[Any]:
     """
     engine: Engine = session_factory(url).kw["bind"]
     dbapi_error = engine.dialect.loaded_dbapi.Error
-    fairy = engine.raw_connection()
-    driver = fairy.driver_connection
-    try:
-        driver.autocommit = True
-        yield driver
-        driver.autocommit = False
-    except dbapi_error as exc:
-        broken = engine.dialect.is_disconnect(exc, driver, None) or driver.closed
-        if broken:
-            fairy.invalidate(exc)
-        else:
+    # engine.connect(), not raw_connection(): a failed connect comes out as SQLAlchemy's
+    # OperationalError (raw_connection() lets the driver's own error through).
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        try:
+            driver.autocommit = True
+            yield driver
             driver.autocommit = False
-        raise DBAPIError.instance(
-            None, None, exc, dbapi_error, connection_invalidated=broken, dialect=engine.dialect
-        ) from exc
-    except BaseException:
-        if driver.closed:
-            fairy.invalidate()
-        else:
-            driver.autocommit = False
-        raise
-    finally:
-        fairy.close()
+        except dbapi_error as exc:
+            broken = engine.dialect.is_disconnect(exc, driver, None) or driver.closed
+            if broken:
+                conn.invalidate(exc)
+            else:
+                driver.autocommit = False
+            raise DBAPIError.instance(
+                None, None, exc, dbapi_error, connection_invalidated=broken, dialect=engine.dialect
+            ) from exc
+        except BaseException:
+            if driver.closed:
+                conn.invalidate()
+            else:
+                driver.autocommit = False
+            raise
 
 
 @contextmanager

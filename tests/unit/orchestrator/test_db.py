@@ -76,3 +76,12 @@ def test_a_connection_lost_mid_statement_is_an_operational_error_and_leaves_the_
     assert raised.value.connection_invalidated is True
     # The broken connection is gone: the next one is a new server backend.
     assert _backend_pid(postgres_url) != lost
+
+
+def test_a_refused_connection_is_sqlalchemys_operational_error():
+    # Port 9 (discard) refuses at once; the web answers this error with 503.
+    with (
+        pytest.raises(OperationalError),
+        db.driver_autocommit("postgresql+psycopg://x@127.0.0.1:9/x"),
+    ):
+        pass
