@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import threading
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import text
@@ -176,7 +177,9 @@ def run(quick: bool, redis_mode: str) -> bool:
                 emit(NAME, f"bare_round_{n + 1}", **results["bare"][-1])
                 note(f"{NAME}: round {n + 1}: real")
                 web_pid = stack.processes["web"].popen.pid
-                with profiled(web_pid, f"callbacks-real-{n + 1}-web"):
+                # Profiles (BENCH_PROFILE=1) of the first two rounds only: enough samples.
+                watch = profiled(web_pid, f"callbacks-real-{n + 1}-web") if n < 2 else nullcontext()
+                with watch:
                     results["real"].append(_load(web_port, prepared))
                 emit(NAME, f"real_round_{n + 1}", **results["real"][-1])
             # The same at light load: 2 connections (1 process x 2 threads).
