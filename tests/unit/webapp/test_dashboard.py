@@ -10,6 +10,7 @@ import zlib
 from dataclasses import replace
 from typing import Any
 
+import flask
 import pytest
 from sqlalchemy import select
 
@@ -433,3 +434,16 @@ def test_repeated_failed_sign_ins_are_throttled(client, fake_redis):
     assert "too many failed sign-ins" in answer.get_data(as_text=True)
     fake_redis.flushall()
     assert sign_in(client, API_TOKEN).status_code == 303
+
+
+def test_requests_under_api_never_open_or_set_the_session_cookie(signed_in, app):
+    # The job API takes bearer tokens only: a signed-in browser's cookie is not a credential.
+    answer = signed_in.get("/api/jobs")
+    assert answer.status_code == 401
+    assert "Set-Cookie" not in answer.headers
+    with app.test_request_context("/api/jobs"):
+        assert app.session_interface.open_session(app, flask.request) is None
+    with app.test_request_context("/dashboard/"):
+        assert app.session_interface.open_session(app, flask.request) is not None
+    # The dashboard session itself is untouched.
+    assert signed_in.get("/dashboard/").status_code == 200
