@@ -119,22 +119,20 @@ def driver_autocommit(url: str) -> Iterator[Any]:
         try:
             driver.autocommit = True
             yield driver
-            driver.autocommit = False
         except dbapi_error as exc:
             broken = engine.dialect.is_disconnect(exc, driver, None) or driver.closed
             if broken:
                 conn.invalidate(exc)
-            else:
-                driver.autocommit = False
             raise DBAPIError.instance(
                 None, None, exc, dbapi_error, connection_invalidated=broken, dialect=engine.dialect
             ) from exc
-        except BaseException:
-            if driver.closed:
-                conn.invalidate()
-            else:
-                driver.autocommit = False
-            raise
+        finally:
+            # Back to the pool as SQLAlchemy expects it, or out of it if it broke.
+            if not conn.invalidated:
+                if driver.closed:
+                    conn.invalidate()
+                else:
+                    driver.autocommit = False
 
 
 @contextmanager

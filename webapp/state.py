@@ -32,15 +32,11 @@ class Orchestrator:
     def is_postgresql(self) -> bool:
         return is_postgresql(self.settings.database_url)
 
-    def autocommit_connection(self) -> Connection:
-        """A pooled connection in AUTOCOMMIT, for single-statement writes (PostgreSQL)."""
-        return autocommit_connection(self.settings.database_url)
-
     def read_connection(self) -> Connection:
         """A connection for reads: on PostgreSQL in AUTOCOMMIT (no BEGIN and ROLLBACK round
         trips; each statement sees committed data), on SQLite in a transaction."""
         if self.is_postgresql:
-            return self.autocommit_connection()
+            return autocommit_connection(self.settings.database_url)
         return session_factory(self.settings.database_url).kw["bind"].connect()
 
     @property
