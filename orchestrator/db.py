@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -100,39 +101,103 @@ def autocommit_connection(url: str) -> Connection:
     return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
+class _HotConnection:
+    """One thread's own driver connection in autocommit, with when it was last handed out."""
+
+    __slots__ = ("driver", "last_used", "pid")
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.last_used = time.monotonic()
+        self.pid = os.getpid()
+
+
+_hot = threading.local()  # per thread: {url: _HotConnection}
+_hot_lock = threading.Lock()
+_hot_all: list[_HotConnection] = []  # every thread's, for dispose_all
+
+
+def _connect_hot(engine: Engine, url: str) -> _HotConnection:
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    driver = engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+    driver.autocommit = True
+    hot = _HotConnection(driver)
+    with _hot_lock:
+        _hot_all.append(hot)
+    _hot.__dict__.setdefault("by_url", {})[url] = hot
+    return hot
+
+
+def _drop_hot(url: str, hot: _HotConnection) -> None:
+    by_url = _hot.__dict__.get("by_url", {})
+    if by_url.get(url) is hot:
+        del by_url[url]
+    with _hot_lock:
+        if hot in _hot_all:
+            _hot_all.remove(hot)
+    if hot.pid == os.getpid():  # a parent's connection is left open for the parent
+        with suppress(Exception):  # already broken: dropping it is all that is left
+            hot.driver.close()
+
+
+def _live_hot(engine: Engine, url: str) -> _HotConnection:
+    """This thread's connection for the URL, checked as the pool checks its own."""
+    hot: _HotConnection | None = _hot.__dict__.get("by_url", {}).get(url)
+    if hot is not None and (hot.pid != os.getpid() or hot.driver.closed):
+        _drop_hot(url, hot)  # inherited across a fork, or broken: never reused
+        hot = None
+    if hot is not None:
+        try:
+            if time.monotonic() - hot.last_used > PING_AFTER_IDLE_SECONDS:
+                hot.driver.execute("SELECT 1")
+                dead = False
+            else:
+                dead = bool(select.select([hot.driver.fileno()], [], [], 0)[0])
+        except Exception:
+            dead = True
+        if dead:
+            _drop_hot(url, hot)
+            hot = None
+    if hot is None:
+        hot = _connect_hot(engine, url)
+    hot.last_used = time.monotonic()
+    return hot
+
+
 @contextmanager
 def driver_autocommit(url: str) -> Iterator[Any]:
-    """The pool's own driver (psycopg) connection in autocommit, for one hot statement.
+    """This thread's own driver (psycopg) connection in autocommit, for one hot statement.
 
-    Skips SQLAlchemy's per-statement work (execution context, result metadata), a large share
-    of a callback's CPU in the web process (bench/README.md). The connection comes from and
-    goes back to the engine's pool, through its checkout check. A driver error is raised as
-    SQLAlchemy's own (``OperationalError`` answers 503 at the edge), and a connection it
-    broke is dropped from the pool.
+    Skips SQLAlchemy's per-statement work (execution context, result metadata) and the pool's
+    checkout and return, a large share of a callback's CPU in the web process
+    (bench/README.md). Each thread keeps one connection per URL outside the engine's pool (a
+    web process holds at most one more connection per gunicorn thread), checked before use
+    as the pool checks its own: pinged after ``PING_AFTER_IDLE_SECONDS`` idle, else a local
+    look at its socket. A driver error is raised as SQLAlchemy's own (``OperationalError``
+    answers 503 at the edge), and a connection it broke is dropped.
     """
     engine: Engine = session_factory(url).kw["bind"]
     dbapi_error = engine.dialect.loaded_dbapi.Error
-    # engine.connect(), not raw_connection(): a failed connect comes out as SQLAlchemy's
-    # OperationalError (raw_connection() lets the driver's own error through).
-    with engine.connect() as conn:
-        driver = conn.connection.driver_connection
-        try:
-            driver.autocommit = True
-            yield driver
-        except dbapi_error as exc:
-            broken = engine.dialect.is_disconnect(exc, driver, None) or driver.closed
-            if broken:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                None, None, exc, dbapi_error, connection_invalidated=broken, dialect=engine.dialect
-            ) from exc
-        finally:
-            # Back to the pool as SQLAlchemy expects it, or out of it if it broke.
-            if not conn.invalidated:
-                if driver.closed:
-                    conn.invalidate()
-                else:
-                    driver.autocommit = False
+    try:
+        hot = _live_hot(engine, url)
+    except dbapi_error as exc:  # could not connect: the same error the pool would raise
+        raise DBAPIError.instance(
+            None, None, exc, dbapi_error, connection_invalidated=False, dialect=engine.dialect
+        ) from exc
+    driver = hot.driver
+    try:
+        yield driver
+    except dbapi_error as exc:
+        broken = engine.dialect.is_disconnect(exc, driver, None) or driver.closed
+        if broken:
+            _drop_hot(url, hot)
+        raise DBAPIError.instance(
+            None, None, exc, dbapi_error, connection_invalidated=broken, dialect=engine.dialect
+        ) from exc
+    finally:
+        hot.last_used = time.monotonic()
+        if driver.closed:
+            _drop_hot(url, hot)
 
 
 @contextmanager
@@ -157,6 +222,10 @@ def dispose_all() -> None:
     process holds connections for the report listener while its pool processes fork).
     """
     pid = os.getpid()
+    with _hot_lock:
+        hot_all = list(_hot_all)
+    for hot in hot_all:  # threads' own connections: closed if this process opened them
+        _drop_hot("", hot)
     for (owner, _url), factory in _factories.items():
         bind = factory.kw.get("bind")
         if bind is not None:
