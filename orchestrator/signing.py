@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
+from functools import lru_cache
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -17,6 +18,13 @@ def job_callback_secret(master_secret: str, job_id: str) -> str:
         master_secret.encode(), f"robot-callback:{job_id}".encode(), hashlib.sha256
     ).digest()
     return "whsec_" + base64.b64encode(digest).decode()
+
+
+@lru_cache(maxsize=4096)
+def _job_webhook(master_secret: str, job_id: str) -> Webhook:
+    """The verifier of one job's callbacks, kept for the job's next ones (a job sends one
+    per item). Bounded: forged job ids only push older entries out."""
+    return Webhook(job_callback_secret(master_secret, job_id))
 
 
 class SignatureError(Exception):
@@ -34,7 +42,7 @@ def verify_callback(
     if not all(wanted.values()):
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
     try:
-        Webhook(job_callback_secret(master_secret, job_id)).verify(body, wanted, json_parse=False)
+        _job_webhook(master_secret, job_id).verify(body, wanted, json_parse=False)
     # The library raises ValueError/binascii.Error, not its own error, for malformed headers.
     except (WebhookVerificationError, ValueError, binascii.Error) as exc:
         raise SignatureError(str(exc) or "invalid signature") from None

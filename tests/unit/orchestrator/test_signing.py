@@ -85,6 +85,22 @@ def test_signature_for_something_else_is_refused(headers):
         verify_callback(MASTER, JOB, BODY, headers)
 
 
+def test_kept_verifiers_still_tell_jobs_and_masters_apart():
+    # Each job's verifier is kept for its next callbacks: warm them all, then cross them.
+    other = "another-job"
+    verify_callback(MASTER, JOB, BODY, signed())
+    verify_callback(MASTER, other, BODY, signed(job_id=other))
+    verify_callback("another-master", JOB, BODY, signed(master="another-master"))
+    for job_id, master, headers in [
+        (JOB, MASTER, signed(job_id=other)),
+        (other, MASTER, signed()),
+        (JOB, "another-master", signed()),
+        (JOB, MASTER, signed(master="another-master")),
+    ]:
+        with pytest.raises(SignatureError):
+            verify_callback(master, job_id, BODY, headers)
+
+
 @pytest.mark.parametrize("offset", [timedelta(minutes=-6), timedelta(minutes=6)])
 def test_stale_or_future_timestamp_is_refused(offset):
     headers = signed(when=datetime.now(UTC) + offset)
