@@ -69,15 +69,21 @@ def _check_connections_on_checkout(engine: Engine) -> None:
         idle_since = record.info.pop("idle_since", None)
         if idle_since is None:  # a new connection
             return
-        try:
-            if time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS:
-                engine.dialect.do_ping(dbapi_conn)
-                return
-            readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
-        except Exception as exc:
-            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
-        if readable:
-            raise DisconnectionError("the server closed this pooled connection")
+        dead = _why_dead(engine, dbapi_conn, time.monotonic() - idle_since)
+        if dead:
+            raise DisconnectionError(dead)
+
+
+def _why_dead(engine: Engine, dbapi_conn: Any, idle_seconds: float) -> str | None:
+    """Why a driver connection idle this long must not be used again, or None if it is live."""
+    try:
+        if idle_seconds > PING_AFTER_IDLE_SECONDS:
+            engine.dialect.do_ping(dbapi_conn)
+            return None
+        readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+    except Exception as exc:
+        return f"pooled connection is dead: {exc}"
+    return "the server closed this pooled connection" if readable else None
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
@@ -128,10 +134,7 @@ def _connect_hot(engine: Engine, url: str) -> _HotConnection:
     return hot
 
 
-def _drop_hot(url: str, hot: _HotConnection) -> None:
-    by_url = _hot.__dict__.get("by_url", {})
-    if by_url.get(url) is hot:
-        del by_url[url]
+def _close_hot(hot: _HotConnection) -> None:
     with _hot_lock:
         if hot in _hot_all:
             _hot_all.remove(hot)
@@ -140,28 +143,24 @@ def _drop_hot(url: str, hot: _HotConnection) -> None:
             hot.driver.close()
 
 
+def _drop_hot(url: str, hot: _HotConnection) -> None:
+    by_url = _hot.__dict__.get("by_url", {})
+    if by_url.get(url) is hot:
+        del by_url[url]
+    _close_hot(hot)
+
+
 def _live_hot(engine: Engine, url: str) -> _HotConnection:
     """This thread's connection for the URL, checked as the pool checks its own."""
     hot: _HotConnection | None = _hot.__dict__.get("by_url", {}).get(url)
-    if hot is not None and (hot.pid != os.getpid() or hot.driver.closed):
-        _drop_hot(url, hot)  # inherited across a fork, or broken: never reused
+    if hot is not None and (
+        hot.pid != os.getpid()  # inherited across a fork: never reused
+        or hot.driver.closed
+        or _why_dead(engine, hot.driver, time.monotonic() - hot.last_used)
+    ):
+        _drop_hot(url, hot)
         hot = None
-    if hot is not None:
-        try:
-            if time.monotonic() - hot.last_used > PING_AFTER_IDLE_SECONDS:
-                hot.driver.execute("SELECT 1")
-                dead = False
-            else:
-                dead = bool(select.select([hot.driver.fileno()], [], [], 0)[0])
-        except Exception:
-            dead = True
-        if dead:
-            _drop_hot(url, hot)
-            hot = None
-    if hot is None:
-        hot = _connect_hot(engine, url)
-    hot.last_used = time.monotonic()
-    return hot
+    return hot or _connect_hot(engine, url)
 
 
 @contextmanager
@@ -225,7 +224,7 @@ def dispose_all() -> None:
     with _hot_lock:
         hot_all = list(_hot_all)
     for hot in hot_all:  # threads' own connections: closed if this process opened them
-        _drop_hot("", hot)
+        _close_hot(hot)
     for (owner, _url), factory in _factories.items():
         bind = factory.kw.get("bind")
         if bind is not None:
