@@ -82,8 +82,8 @@ def _why_dead(engine: Engine, dbapi_conn: Any, idle_seconds: float) -> str | Non
             return None
         readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
     except Exception as exc:
-        return f"pooled connection is dead: {exc}"
-    return "the server closed this pooled connection" if readable else None
+        return f"the connection is dead: {exc}"
+    return "the server closed this connection" if readable else None
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
@@ -184,18 +184,17 @@ def driver_autocommit(url: str) -> Iterator[Any]:
             None, None, exc, dbapi_error, connection_invalidated=False, dialect=engine.dialect
         ) from exc
     driver = hot.driver
+    broken = False
     try:
         yield driver
     except dbapi_error as exc:
         broken = engine.dialect.is_disconnect(exc, driver, None) or driver.closed
-        if broken:
-            _drop_hot(url, hot)
         raise DBAPIError.instance(
             None, None, exc, dbapi_error, connection_invalidated=broken, dialect=engine.dialect
         ) from exc
     finally:
         hot.last_used = time.monotonic()
-        if driver.closed:
+        if broken or driver.closed:  # the one place a used connection leaves
             _drop_hot(url, hot)
 
 
