@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from .config import Settings
@@ -271,42 +270,6 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
             return done.value
         # Lost a race (a report landed, or another process closed the job): look again.
     return None
-
-
-# PostgreSQL: close a job whose batch report is recorded, and settle its unreported items,
-# in one autocommit statement (the wake-up's finalize: one round trip instead of five).
-_CLOSE_REPORTED = text("""
-WITH closed AS (
-    UPDATE jobs
-    SET status = jobs.report,
-        error = CASE WHEN jobs.report = 'failed'
-                     THEN 'the robot reported the batch failed: '
-                          || coalesce(nullif(jobs.report_error, ''), 'no reason')
-                END,
-        finished_at = CAST(:now AS timestamptz)
-    WHERE jobs.id = CAST(:job AS varchar) AND jobs.status IN ('pending', 'processing')
-      AND jobs.report IN ('completed', 'failed')
-    RETURNING jobs.id, jobs.status, jobs.error
-), settled AS (
-    UPDATE items SET status = 'unknown', updated_at = CAST(:now AS timestamptz)
-    FROM closed
-    WHERE items.job_id = closed.id AND items.status IN ('pending', 'processing')
-)
-SELECT status, error FROM closed
-""")
-
-
-def close_reported(conn: Connection, job_id: str) -> str | None:
-    """Close an open job from its recorded report in one statement (PostgreSQL, AUTOCOMMIT).
-
-    The same transition as ``finalize`` when a report is recorded; None when the job is
-    closed already or has no report (``finalize`` then decides).
-    """
-    row = conn.execute(_CLOSE_REPORTED, {"job": job_id, "now": utcnow()}).first()
-    if row is None:
-        return None
-    log.info("job %s %s%s", job_id, row.status, f": {row.error}" if row.error else "")
-    return str(row.status)
 
 
 def cancel(session: Session, job_id: str) -> Job:

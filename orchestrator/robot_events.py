@@ -12,18 +12,16 @@ and on ``UnknownItem``.
 from __future__ import annotations
 
 import enum
-import json
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from .db import InsertOrSkip
 from .models import (
     FINAL_ITEM_STATUSES,
     OPEN_JOB_STATUSES,
@@ -77,12 +75,7 @@ JOB_STATUS = select(_jobs.c.status).where(_this_job)
 # items. Lock the job first here too, or the two deadlock on PostgreSQL. (SQLite has no
 # FOR UPDATE; its BEGIN IMMEDIATE already holds the write lock.)
 _LOCK_JOB = select(_jobs.c.status).where(_this_job).with_for_update()
-_RECORD_EVENT = {
-    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(_events)
-    .on_conflict_do_nothing(index_elements=[_events.c.job_id, _events.c.webhook_id])
-    .returning(_events.c.id)
-    for dialect in (postgresql, sqlite)
-}
+_RECORD_EVENT = InsertOrSkip(_events, [_events.c.job_id, _events.c.webhook_id], _events.c.id)
 _MARK_STARTED = (
     update(_items)
     .where(_this_item)
@@ -207,7 +200,7 @@ def _record(
         "late": late,
         "received_at": now,
     }
-    return conn.scalar(_RECORD_EVENT[conn.dialect.name], row) is not None
+    return conn.scalar(_RECORD_EVENT(conn), row) is not None
 
 
 def _result_values(result: dict[str, Any]) -> dict[str, Any]:
@@ -264,117 +257,3 @@ def _record_report(
     if first and first != report:
         log.warning("job %s: second batch report (%s) ignored; first was %s", job_id, report, first)
     return None
-
-
-# PostgreSQL: an item event in one autocommit statement (one round trip, no BEGIN/COMMIT).
-# Each parameter is used once, in ``p``, so psycopg never has to deduce two types for it.
-# The item row is locked (FOR UPDATE returns its newest version once a concurrent writer
-# commits), so the conflict verdict and the update see the same item. Nothing is written
-# unless the job and the item exist, the webhook-id is new and the result does not conflict;
-# a concurrent delivery of the same webhook-id loses at ON CONFLICT and writes nothing.
-_ONE_STATEMENT = """
-WITH p AS (
-    SELECT CAST(:job AS varchar) AS job, CAST(:item AS varchar) AS item,
-           CAST(:webhook_id AS varchar) AS webhook_id, CAST(:type AS varchar) AS type,
-           CAST(:payload AS json) AS payload, CAST(:now AS timestamptz) AS now,
-           CAST(:status AS varchar) AS status, CAST(:tracking AS text) AS tracking,
-           CAST(:error AS text) AS error
-), job AS (
-    SELECT jobs.status FROM jobs, p WHERE jobs.id = p.job
-), item AS (
-    SELECT items.order_id, items.status, items.tracking_number FROM items, p
-    WHERE items.id = p.item AND items.job_id = p.job
-    FOR UPDATE OF items
-), verdict AS (
-    SELECT (SELECT status FROM job) AS job_status,
-           EXISTS (SELECT 1 FROM item) AS item_found,
-           EXISTS (SELECT 1 FROM events, p
-                   WHERE events.job_id = p.job AND events.webhook_id = p.webhook_id) AS duplicate,
-           EXISTS (SELECT 1 FROM item, p
-                   WHERE p.type = 'robot.item.completed'
-                     AND item.status IN ('success', 'error')
-                     AND (item.status <> p.status
-                          OR (p.status = 'success'
-                              AND item.tracking_number IS DISTINCT FROM p.tracking))) AS conflict
-), recorded AS (
-    INSERT INTO events (job_id, webhook_id, type, payload, late, received_at)
-    SELECT p.job, p.webhook_id, p.type, p.payload,
-           verdict.job_status NOT IN ('pending', 'processing'), p.now
-    FROM p, verdict
-    WHERE verdict.job_status IS NOT NULL AND verdict.item_found
-      AND NOT verdict.duplicate AND NOT verdict.conflict
-    ON CONFLICT (job_id, webhook_id) DO NOTHING
-    RETURNING id
-), applied AS (
-    UPDATE items
-    SET status = CASE WHEN p.type = 'robot.item.started' THEN 'processing' ELSE p.status END,
-        tracking_number = CASE WHEN p.type = 'robot.item.started'
-                               THEN items.tracking_number ELSE p.tracking END,
-        error = CASE WHEN p.type = 'robot.item.started' THEN items.error ELSE p.error END,
-        updated_at = p.now
-    FROM p
-    WHERE items.id = p.item AND items.job_id = p.job
-      AND CASE WHEN p.type = 'robot.item.started' THEN items.status = 'pending'
-               ELSE items.status NOT IN ('success', 'error') END
-      AND EXISTS (SELECT 1 FROM recorded)
-    RETURNING items.id
-)
-SELECT verdict.job_status, verdict.item_found, verdict.duplicate, verdict.conflict,
-       EXISTS (SELECT 1 FROM recorded) AS recorded,
-       (SELECT order_id FROM item) AS order_id,
-       (SELECT status FROM item) AS item_status,
-       (SELECT tracking_number FROM item) AS item_tracking
-FROM verdict
-"""
-# Run through the driver itself (psycopg's named placeholders): see db.driver_autocommit.
-ONE_STATEMENT_ITEM_EVENT = re.sub(r"(?<!:):(\w+)", r"%(\1)s", _ONE_STATEMENT)
-
-
-@dataclass(frozen=True)
-class ItemVerdict:
-    """What the one-statement path found; ``outcome`` is None when nothing answers 200."""
-
-    job_found: bool
-    item_found: bool
-    outcome: Outcome | None
-    message: str = ""
-
-
-def apply_item_event_in_one_statement(
-    driver: Any, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
-) -> ItemVerdict:
-    """Record and apply an item event on PostgreSQL in one autocommit statement.
-
-    The same rules as ``apply_item_event``; ``driver`` is a psycopg connection in autocommit
-    (``db.driver_autocommit``). A job or item that does not exist, or a conflict, writes
-    nothing.
-    """
-    values = _result_values(data) if event_type == ITEM_COMPLETED else {}
-    row = driver.execute(
-        ONE_STATEMENT_ITEM_EVENT,
-        {
-            "job": job_id,
-            "item": data["itemId"],
-            "webhook_id": webhook_id,
-            "type": event_type,
-            "payload": json.dumps(data),
-            "now": utcnow(),
-            "status": values.get("new_status"),
-            "tracking": values.get("new_tracking_number"),
-            "error": values.get("new_error"),
-        },
-    ).fetchone()
-    job_status, item_found, duplicate, conflict, recorded, order_id, status, tracking = row
-    if job_status is None or not item_found:
-        return ItemVerdict(job_status is not None, item_found, None)
-    if duplicate or (not recorded and not conflict):
-        return ItemVerdict(True, True, Outcome.DUPLICATE)
-    if conflict:
-        message = (
-            f"item {data['itemId']} ({order_id}) is already {status}"
-            f"{' with ' + tracking if tracking else ''}"
-        )
-        log.warning("job %s: conflicting item result refused: %s", job_id, message)
-        return ItemVerdict(True, True, Outcome.CONFLICT, message)
-    late = job_status not in OPEN_JOB_STATUSES
-    return ItemVerdict(True, True, Outcome.LATE if late else Outcome.APPLIED)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from . import housekeeping, lifecycle, robot_client
 from .config import Settings
-from .db import autocommit_connection, is_postgresql, session_scope
+from .db import session_scope
 from .rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
@@ -171,13 +171,8 @@ def close_job(settings: Settings, job_id: str) -> str | None:
     The ``finalize`` task's work, also done by the report listener's thread when a report
     wakes the job (no broker hop). Returns the new status, None when nothing changed.
     """
-    status = None
-    if is_postgresql(settings.database_url) and "\x00" not in job_id:
-        with autocommit_connection(settings.database_url) as conn:
-            status = lifecycle.close_reported(conn, job_id)
-    if status is None:
-        with session_scope(settings.database_url) as session:
-            status = lifecycle.finalize(session, job_id)
+    with session_scope(settings.database_url) as session:
+        status = lifecycle.finalize(session, job_id)
     if status is not None:
         try:
             _rendezvous(settings).forget(job_id)

@@ -16,7 +16,6 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from orchestrator.db import driver_autocommit
 from orchestrator.models import Item
 from orchestrator.robot_events import (
     ITEM_EVENTS,
@@ -25,7 +24,6 @@ from orchestrator.robot_events import (
     UnknownItem,
     apply_event,
     apply_item_event,
-    apply_item_event_in_one_statement,
 )
 from orchestrator.signing import SignatureError, verify_callback
 
@@ -79,22 +77,6 @@ def _check_batch_items(session: Any, job_id: str, data: dict[str, Any]) -> None:
             raise _unknown_items(unknown)
 
 
-def _item_event_in_one_statement(
-    state: Any, job_id: str, webhook_id: str, event_type: str, data: dict[str, Any]
-) -> ResponseReturnValue:
-    """PostgreSQL's path for item events, the endpoint's load: one autocommit statement."""
-    with driver_autocommit(state.settings.database_url) as driver:
-        verdict = apply_item_event_in_one_statement(driver, job_id, webhook_id, event_type, data)
-    if not verdict.job_found:
-        raise ApiError(404, f"no job with id {job_id!r}")
-    if not verdict.item_found:
-        raise _unknown_items([data["itemId"]])
-    if verdict.outcome == Outcome.CONFLICT:
-        raise ApiError(409, verdict.message, "result_conflict")
-    assert verdict.outcome is not None
-    return jsonify({"status": verdict.outcome.value}), 200
-
-
 @bp.post("/jobs/<job_id>/events")
 def receive_event(job_id: str) -> ResponseReturnValue:
     state = orchestrator()
@@ -122,8 +104,6 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     # A NUL byte is in no job id, and PostgreSQL cannot even compare it.
     if "\x00" in job_id:
         raise ApiError(404, f"no job with id {job_id!r}")
-    if problem is None and event_type in ITEM_EVENTS and state.is_postgresql:
-        return _item_event_in_one_statement(state, job_id, webhook_id, event_type, data)
     with state.session() as session:
         job_status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
         if job_status is None:

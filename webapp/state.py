@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import lifecycle
 from orchestrator.config import Settings
-from orchestrator.db import autocommit_connection, is_postgresql, session_factory
+from orchestrator.db import connect, session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,9 @@ class Orchestrator:
         """Open a database session (use it as a context manager)."""
         return session_factory(self.settings.database_url)()
 
-    @property
-    def is_postgresql(self) -> bool:
-        return is_postgresql(self.settings.database_url)
-
     def read_connection(self) -> Connection:
-        """A connection for reads: on PostgreSQL in AUTOCOMMIT (no BEGIN and ROLLBACK round
-        trips; each statement sees committed data), on SQLite in a transaction."""
-        if self.is_postgresql:
-            return autocommit_connection(self.settings.database_url)
-        return session_factory(self.settings.database_url).kw["bind"].connect()
+        """A pooled connection for reads (use it as a context manager)."""
+        return connect(self.settings.database_url)
 
     @property
     def rendezvous(self) -> Rendezvous:

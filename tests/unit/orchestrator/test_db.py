@@ -1,20 +1,21 @@
-"""Engines across a fork, and the threads' own connections for the callbacks' statement."""
+"""Engines across a fork, the pool's liveness check and the dialect-aware insert."""
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from orchestrator import db
+from orchestrator.models import Event, Job, utcnow
 
 
 def _backend_pid(url: str) -> int:
-    with db.autocommit_connection(url) as conn:
+    with db.connect(url) as conn:
         return int(conn.scalar(text("SELECT pg_backend_pid()")))
 
 
@@ -46,81 +47,41 @@ def test_dispose_all_closes_this_process_connections(postgres_url):
     assert _backend_pid(postgres_url) != before
 
 
-def _hot_pid(url: str) -> int:
-    with db.driver_autocommit(url) as driver:
-        assert driver.autocommit is True
-        return int(driver.execute("SELECT pg_backend_pid()").fetchone()[0])
-
-
-def test_each_thread_keeps_its_own_autocommit_connection_outside_the_pool(postgres_url):
-    mine = _hot_pid(postgres_url)
-    assert _hot_pid(postgres_url) == mine  # kept for the next request on this thread
-    assert _backend_pid(postgres_url) != mine  # not the pool's
-    other: list[int] = []
-    thread = threading.Thread(target=lambda: other.append(_hot_pid(postgres_url)))
-    thread.start()
-    thread.join()
-    assert other and other[0] != mine
-
-
-def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(postgres_url):
-    lost = _hot_pid(postgres_url)
-    with db.autocommit_connection(postgres_url) as other:
-        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost})
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _backend_still_there(postgres_url, lost):
-        time.sleep(0.02)
-    # No error for the request that comes next: a new backend serves it.
-    assert _hot_pid(postgres_url) != lost
-
-
-def test_a_connection_idle_past_the_ping_threshold_is_pinged_and_replaced_if_dead(
-    postgres_url, monkeypatch
-):
-    lost = _hot_pid(postgres_url)
-    with db.autocommit_connection(postgres_url) as other:
-        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost})
-    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", -1.0)  # every use counts as idle
-    assert _hot_pid(postgres_url) != lost
-
-
-def test_dispose_all_closes_the_threads_connections(postgres_url):
-    before = _hot_pid(postgres_url)
-    db.dispose_all()
-    assert not _backend_still_there(postgres_url, before)
-    assert _hot_pid(postgres_url) != before
-
-
 def _backend_still_there(url: str, pid: int) -> bool:
-    with db.autocommit_connection(url) as conn:
+    with db.connect(url) as conn:
         found = conn.scalar(
             text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
         )
     return bool(found)
 
 
-def test_a_statement_error_is_sqlalchemys_and_keeps_the_connection(postgres_url):
-    with pytest.raises(ProgrammingError), db.driver_autocommit(postgres_url) as driver:
-        kept = driver.execute("SELECT pg_backend_pid()").fetchone()[0]
-        driver.execute("SELECT no_such_column")
-    assert _hot_pid(postgres_url) == kept
-
-
-def test_a_connection_lost_mid_statement_is_an_operational_error_and_is_dropped(postgres_url):
-    with pytest.raises(OperationalError) as raised, db.driver_autocommit(postgres_url) as driver:
-        lost = driver.execute("SELECT pg_backend_pid()").fetchone()[0]
-        with db.autocommit_connection(postgres_url) as other:
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost})
-        driver.execute("SELECT 1")
-    assert raised.value.connection_invalidated is True
-    # The broken connection is gone: the next one is a new server backend.
-    assert _hot_pid(postgres_url) != lost
+def test_a_connection_the_server_closed_while_idle_is_replaced_on_checkout(postgres_url):
+    lost = _backend_pid(postgres_url)
+    outsider = create_engine(postgres_url, poolclass=NullPool)  # not this process's pool
+    with outsider.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost})
+    outsider.dispose()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _backend_still_there(postgres_url, lost):
+        time.sleep(0.02)
+    # No error for the statement that comes next: the pool's ping replaced the connection.
+    assert _backend_pid(postgres_url) != lost
 
 
 def test_a_refused_connection_is_sqlalchemys_operational_error():
     # Port 9 (discard) refuses at once; the web answers this error with 503.
-    with (
-        pytest.raises(OperationalError),
-        db.driver_autocommit("postgresql+psycopg://x@127.0.0.1:9/x"),
-    ):
+    with pytest.raises(OperationalError), db.connect("postgresql+psycopg://x@127.0.0.1:9/x"):
         pass
+
+
+def test_insert_or_skip_returns_a_row_only_for_a_new_key(database_url):
+    events = Event.__table__
+    insert = db.InsertOrSkip(events, [events.c.job_id, events.c.webhook_id], events.c.id)
+    with db.session_scope(database_url) as session:
+        session.add(Job(id="j1", status="pending", item_count=0, created_at=utcnow()))
+    row = {"job_id": "j1", "webhook_id": "msg_1", "type": "t", "payload": {}, "late": False}
+    with db.connect(database_url) as conn, conn.begin():
+        first = conn.scalar(insert(conn), {**row, "received_at": utcnow()})
+        again = conn.scalar(insert(conn), {**row, "received_at": utcnow()})
+    assert first is not None
+    assert again is None

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from orchestrator import lifecycle
-from orchestrator.db import autocommit_connection, session_factory, session_scope
+from orchestrator.db import session_factory, session_scope
 from orchestrator.models import Item, Job
 from orchestrator.robot_events import BATCH_COMPLETED, BATCH_FAILED, apply_event
 
@@ -244,39 +244,26 @@ def test_unknown_job_is_reported(database_url, make_settings) -> None:
     ],
     ids=["completed", "failed", "failed-without-reason"],
 )
-def test_close_reported_in_one_statement_matches_finalize(
-    postgres_url, make_settings, event_type, data, status, error
+def test_finalize_closes_a_reported_job_from_its_report(
+    database_url, make_settings, event_type, data, status, error
 ) -> None:
-    """The wake-up's one-statement close (PostgreSQL) ends where finalize would."""
-    settings = make_settings()
-    closed_by = {}
-    for way in ("finalize", "one statement"):
-        job_id = new_job(postgres_url, 3)
-        ticket = claim(postgres_url, job_id, settings)
-        assert ticket is not None
-        if data.get("items"):
-            data = {"items": [{**data["items"][0], "itemId": ticket.items[0]["itemId"]}]}
-        report(postgres_url, job_id, event_type, data)
-        if way == "finalize":
-            with session_scope(postgres_url) as session:
-                result = lifecycle.finalize(session, job_id)
-        else:
-            with autocommit_connection(postgres_url) as conn:
-                result = lifecycle.close_reported(conn, job_id)
-                again = lifecycle.close_reported(conn, job_id)
-            assert again is None  # closed already: nothing changes
-        job = job_row(postgres_url, job_id)
-        closed_by[way] = (result, job.status, job.error, item_statuses(postgres_url, job_id))
-        assert job.finished_at is not None
-
+    """The wake-up's finalize: a recorded report closes the job, a second finalize is a no-op."""
+    job_id = new_job(database_url, 3)
+    ticket = claim(database_url, job_id, make_settings())
+    assert ticket is not None
+    if data.get("items"):
+        data = {"items": [{**data["items"][0], "itemId": ticket.items[0]["itemId"]}]}
+    report(database_url, job_id, event_type, data)
+    with session_scope(database_url) as session:
+        result = lifecycle.finalize(session, job_id)
+    with session_scope(database_url) as session:
+        assert lifecycle.finalize(session, job_id) is None  # closed already: nothing changes
+    job = job_row(database_url, job_id)
+    assert job.finished_at is not None
     first = "success" if event_type == BATCH_COMPLETED else "unknown"
-    expected = (status, status, error, [first, "unknown", "unknown"])
-    assert closed_by == {"finalize": expected, "one statement": expected}
-
-
-def test_close_reported_leaves_an_unreported_job_to_finalize(postgres_url, make_settings) -> None:
-    job_id = new_job(postgres_url)
-    assert claim(postgres_url, job_id, make_settings()) is not None
-    with autocommit_connection(postgres_url) as conn:
-        assert lifecycle.close_reported(conn, job_id) is None
-    assert job_row(postgres_url, job_id).status == "processing"
+    assert (result, job.status, job.error, item_statuses(database_url, job_id)) == (
+        status,
+        status,
+        error,
+        [first, "unknown", "unknown"],
+    )
