@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo run test test-unit test-integration lint bench clean
+.PHONY: install browser demo run test test-unit test-integration lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,22 +13,32 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+## Debian's Chromium for the dashboard's browser test (never a downloaded browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make: the browser test needs Chromium: run 'sudo apt-get install chromium' first"; exit 1; \
+	  fi; }
+
 ## The main job on embedded defaults: whole system, one 25-order batch, then stop.
 demo: $(STAMP)
-	$(BIN)/python -m orchestrator.demo
+	$(BIN)/python -m orchestrator.local.demo
 
 ## The same system (plus Flower) kept running until Ctrl-C; prints the URLs and an API token.
 run: $(STAMP)
-	$(BIN)/python -m orchestrator.demo --run
+	$(BIN)/python -m orchestrator.local.demo --run
 
 ## The whole suite: lint, unit tests (SQLite and PostgreSQL), integration tests on real processes.
-test: $(STAMP) lint
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) browser
 	$(BIN)/python -m pytest tests/integration
 
 ## The fault suite alone (RELIABILITY.md); `make test` runs it too.

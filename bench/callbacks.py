@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from orchestrator.localstack import Process, free_port, wait_until
+from orchestrator.local.processes import Process, free_port, wait_until
 
 from .common import (
     MachineLoad,

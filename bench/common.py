@@ -1,7 +1,7 @@
 """Shared helpers: the Procfile's processes on a private database and Redis, load, figures.
 
 The stack is started exactly as ``tests/integration/harness.py`` does it (``run_release``, then
-the Procfile's lines through ``orchestrator.localstack.Process``), with three differences that
+the Procfile's lines through ``orchestrator.local.processes.Process``), with three differences that
 keep a benchmark to itself: the worker also imports ``bench.celery_tasks`` (the baselines) and
 gets its own node name, beat keeps its schedule file in the run's temporary folder, and the
 robot is ``bench.responder`` (or the simulator) on a free port.
@@ -43,7 +43,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from standardwebhooks.webhooks import Webhook
 
-from orchestrator.localstack import (
+from orchestrator.local.processes import (
     Process,
     bin_path,
     free_port,
@@ -484,7 +484,7 @@ class Stack:
         if name == "robot":
             if self.robot_mode == "simulator":
                 return (
-                    f"python -m orchestrator.robot_simulator --port {self.robot_port} "
+                    f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
                     f"--item-delay 0 --token {ROBOT_TOKEN}"
                 )
             return f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode}"

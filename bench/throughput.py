@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import chain
 
-from orchestrator.localstack import Process, free_port, procfile, wait_until
+from orchestrator.local.processes import Process, free_port, procfile, wait_until
 
 from .common import (
     MachineLoad,

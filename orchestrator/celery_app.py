@@ -76,8 +76,8 @@ class ReportListener(bootsteps.StartStopStep):
     The waiting chain only polls as a safety net; this listener closes the job the moment
     the callback publishes, in its own thread (``tasks.close_job``, the ``finalize`` task's
     work, without the broker hop). If that fails (database unreachable, anything unexpected)
-    it sends the ``finalize`` task instead; housekeeping settles whatever is left. One listener per worker; a Redis key lets only one of them act
-    on each announcement.
+    it sends the ``finalize`` task instead; housekeeping settles whatever is left. One
+    listener per worker; a Redis key lets only one of them act on each announcement.
     """
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:

@@ -314,7 +314,7 @@ _redis_option = click.option(
 @_redis_option
 def demo(redis_mode: str) -> NoReturn:
     """Start the whole system, push a 25-order batch through the simulator, stop (make demo)."""
-    from .demo import run_demo
+    from .local.demo import run_demo
 
     sys.exit(run_demo(redis_mode))
 
@@ -323,7 +323,7 @@ def demo(redis_mode: str) -> NoReturn:
 @_redis_option
 def run(redis_mode: str) -> NoReturn:
     """Run the whole system with Flower until Ctrl-C or SIGTERM (make run)."""
-    from .demo import run_forever
+    from .local.demo import run_forever
 
     sys.exit(run_forever(redis_mode))
 
@@ -332,7 +332,7 @@ def run(redis_mode: str) -> NoReturn:
 @click.pass_context
 def simulator(ctx: click.Context) -> None:
     """Run the robot simulator (options as ``robot-simulator --help``)."""
-    from .robot_simulator import main as simulator_main
+    from .local.robot_simulator import main as simulator_main
 
     sys.exit(simulator_main(ctx.args))
 

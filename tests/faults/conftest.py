@@ -22,6 +22,7 @@ import pytest
 import redis
 import requests
 
+from tests import REDIS_PORT
 from tests.conftest import PG_ADMIN_URL, fresh_postgres_database
 from tests.integration.harness import API_TOKEN, System, orders
 
@@ -34,7 +35,7 @@ _db_lock = threading.Lock()
 
 
 def _flush(db: int) -> None:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=db)
     try:
         client.flushdb()
     finally:

@@ -16,6 +16,7 @@ import pytest
 import requests
 from celery import Celery
 
+from tests import REDIS_PORT
 from tests.integration.harness import API_TOKEN, orders
 
 from .conftest import Rig, record, rig
@@ -217,7 +218,7 @@ def test_racing_first_uses_of_redis_share_one_client(monkeypatch) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rendezvous.redis.Redis, "from_url", slow_from_url)
-    url = f"redis://127.0.0.1:6379/1?race={uuid.uuid4().hex}"
+    url = f"redis://127.0.0.1:{REDIS_PORT}/1?race={uuid.uuid4().hex}"
     try:
         clients = _all_at_once(10, lambda _: rendezvous.get_redis(url))
         assert len({id(client) for client in clients}) == 1

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from orchestrator.localstack import ROOT, procfile
+from orchestrator.local.processes import ROOT, procfile
 from orchestrator.signing import job_callback_secret
 from tests.integration.harness import API_TOKEN, MASTER_SECRET, ROBOT_TOKEN, orders
 from webapp import auth

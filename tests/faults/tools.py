@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from orchestrator.config import normalize_database_url
-from orchestrator.localstack import Process, bin_path, free_port, redis_answers, wait_until
+from orchestrator.local.processes import Process, bin_path, free_port, redis_answers, wait_until
 from orchestrator.signing import job_callback_secret
 from tests.integration.harness import MASTER_SECRET
 

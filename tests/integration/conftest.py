@@ -7,13 +7,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests import REDIS_PORT
+
 from .harness import System
 
 pytestmark = pytest.mark.integration
 
 
 def flush_redis(db: int) -> None:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=db)
     client.flushdb()
     client.close()
 

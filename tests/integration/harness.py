@@ -12,7 +12,7 @@ from typing import Any
 import requests
 from standardwebhooks.webhooks import Webhook
 
-from orchestrator.localstack import (
+from orchestrator.local.processes import (
     Process,
     bin_path,
     free_port,
@@ -21,6 +21,7 @@ from orchestrator.localstack import (
     wait_until,
 )
 from orchestrator.signing import job_callback_secret
+from tests import REDIS_PORT
 
 API_TOKEN = "integration-token"
 ROBOT_TOKEN = "robot-token-integration"
@@ -44,7 +45,7 @@ class System:
         self.web_port = free_port()
         self.robot_port = free_port()
         # redis_url (optional) replaces the shared Redis, e.g. with a private redis-server.
-        self.redis_url = redis_url or f"redis://127.0.0.1:6379/{redis_db}"
+        self.redis_url = redis_url or f"redis://127.0.0.1:{REDIS_PORT}/{redis_db}"
         self.env = {
             "PATH": bin_path(),
             "APP_ENV": "production",
@@ -83,7 +84,7 @@ class System:
         """Start a process by Procfile name; ``label`` (default: the name) names its log."""
         if command is None and name == "robot":
             command = (
-                f"python -m orchestrator.robot_simulator --port {self.robot_port} "
+                f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
                 f"--item-delay 0.02 --token {ROBOT_TOKEN}"
             )
         command = command or procfile()[name]

@@ -14,7 +14,8 @@ import pytest
 import redis
 import requests
 
-from orchestrator.localstack import ROOT, LocalSystem, wait_until
+from orchestrator.local.processes import ROOT, LocalSystem, wait_until
+from tests import REDIS_PORT
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ GOOD_CSV = (
 
 
 def _flush() -> None:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=REDIS_DB)
     client.flushdb()
     client.close()
 
@@ -53,7 +54,7 @@ def system(tmp_path_factory) -> Iterator[LocalSystem]:
     _flush()
     running = LocalSystem(
         log_dir,
-        f"redis://127.0.0.1:6379/{REDIS_DB}",
+        f"redis://127.0.0.1:{REDIS_PORT}/{REDIS_DB}",
         f"sqlite:///{log_dir / 'orchestrator.db'}",
         item_delay=0.4,  # slow enough to watch the page update while items finish
         settings={
@@ -72,8 +73,8 @@ def system(tmp_path_factory) -> Iterator[LocalSystem]:
 
 @pytest.fixture
 def browser():
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    # `make test` installs Debian's chromium first; a missing browser is a failure, not a skip.
+    assert CHROMIUM is not None, "chromium is not installed: run `make browser` (apt-get)"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

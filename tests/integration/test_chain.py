@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
-from orchestrator.localstack import procfile
+from orchestrator.local.processes import procfile
 
 from .conftest import flush_redis
 from .harness import System, orders, wait_until

@@ -16,7 +16,7 @@ import sys
 import pytest
 import requests
 
-from orchestrator.localstack import ROOT, free_port, wait_until
+from orchestrator.local.processes import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_make_run_serves_until_a_signal_then_stops_everything(tmp_path, sig):
     }
     with out.open("w") as sink:
         run = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.demo", "--run"],
+            [sys.executable, "-m", "orchestrator.local.demo", "--run"],
             cwd=ROOT,
             env=env,
             stdout=sink,

@@ -9,7 +9,8 @@ import pytest
 import redis
 import requests
 
-from orchestrator.localstack import FLOWER_USER, LocalSystem, wait_until
+from orchestrator.local.processes import FLOWER_USER, LocalSystem, wait_until
+from tests import REDIS_PORT
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ STEPS = (
 
 
 def _flush() -> None:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=REDIS_DB)
     client.flushdb()
     client.close()
 
@@ -36,7 +37,7 @@ def system(tmp_path_factory) -> Iterator[LocalSystem]:
     _flush()
     running = LocalSystem(
         log_dir,
-        f"redis://127.0.0.1:6379/{REDIS_DB}",
+        f"redis://127.0.0.1:{REDIS_PORT}/{REDIS_DB}",
         f"sqlite:///{log_dir / 'orchestrator.db'}",
         item_delay=0.05,
         settings={"ROBOT_SETTLE_SECONDS": "0.3"},

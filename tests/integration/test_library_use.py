@@ -18,7 +18,8 @@ from flask import Flask, request
 from werkzeug.serving import make_server
 
 from orchestrator.config import load_settings
-from orchestrator.localstack import LocalSystem, wait_until
+from orchestrator.local.processes import LocalSystem, wait_until
+from tests import REDIS_PORT
 from webapp.library import InvalidOrders, get_job, init_orchestrator, submit_job
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ def make_shop() -> Flask:
 
 
 def _flush() -> None:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=REDIS_DB)
     client.flushdb()
     client.close()
 
@@ -59,7 +60,7 @@ def shop(tmp_path_factory) -> Iterator[str]:
     # The shop listens where PUBLIC_URL points, so the robot's callbacks reach it.
     system = LocalSystem(
         log_dir,
-        f"redis://127.0.0.1:6379/{REDIS_DB}",
+        f"redis://127.0.0.1:{REDIS_PORT}/{REDIS_DB}",
         f"sqlite:///{log_dir / 'shop.db'}",
         item_delay=0.05,
         settings={"ROBOT_SETTLE_SECONDS": "0.3", "APP_ENV": "production"},

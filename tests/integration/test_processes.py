@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.localstack import ROOT, bin_path, procfile
+from orchestrator.local.processes import ROOT, bin_path, procfile
 
 from ..conftest import fresh_postgres_database
 from .conftest import flush_redis

@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 from orchestrator import lifecycle
 from orchestrator.cli import main
 from orchestrator.db import session_scope
-from orchestrator.localstack import free_port, wait_until
+from orchestrator.local.processes import free_port, wait_until
 from orchestrator.robot_events import apply_event
 
 from ..conftest import API_TOKEN

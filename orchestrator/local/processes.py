@@ -24,7 +24,7 @@ from typing import Any
 import redis
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL_REDIS = "redis://127.0.0.1:6379/14"
 REDIS_MODES = ("auto", "embedded")
 FLOWER_USER = "operator"
@@ -135,7 +135,7 @@ def embedded_redis(log_dir: Path) -> tuple[str, Process] | None:
     if not embedded.available():
         return None
     port = free_port()
-    command = f"{sys.executable} -m orchestrator.embedded_redis --port {port}"
+    command = f"{sys.executable} -m orchestrator.local.embedded_redis --port {port}"
     process = Process("embedded-redis", command, {"PATH": bin_path()}, log_dir)
     url = f"redis://127.0.0.1:{port}/0"
     wait_until(lambda: redis_answers(url) or not process.alive(), 30, "the embedded Redis")
@@ -261,7 +261,7 @@ class LocalSystem:
         """Return the command line and environment of one process."""
         if name == "robot":
             command = (
-                f"python -m orchestrator.robot_simulator --port {self.robot_port} "
+                f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
                 f"--item-delay {self.item_delay:g}"
             )
             return command, self.env

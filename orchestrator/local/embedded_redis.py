@@ -24,7 +24,7 @@ def available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.embedded_redis")
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.local.embedded_redis")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)

@@ -24,9 +24,9 @@ from standardwebhooks import Webhook
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from orchestrator.robot_simulator import SimulatorConfig, SimulatorServer
+from orchestrator.local.robot_simulator import SimulatorConfig, SimulatorServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
@@ -471,7 +471,7 @@ def test_main_prints_the_bound_port_and_exits_cleanly_on_signal(
 ) -> None:
     log_file = tmp_path / "sim.log"
     env = {**os.environ, "ROBOT_API_TOKEN": "tok-do-not-log"}
-    command = [sys.executable, "-m", "orchestrator.robot_simulator", "--port", "0"]
+    command = [sys.executable, "-m", "orchestrator.local.robot_simulator", "--port", "0"]
     command += ["--item-delay", "0"]
     with (
         log_file.open("wb") as log,

@@ -1,7 +1,7 @@
 """``make demo`` and ``make run``: the whole system on embedded defaults, on one machine.
 
 The demo starts release, web, worker, beat and the robot simulator on a SQLite file and the
-first Redis it finds (``localstack.choose_redis``), pushes one 25-order batch through, prints
+first Redis it finds (``processes.choose_redis``), pushes one 25-order batch through, prints
 it and stops every process it started. ``run`` keeps the same system (plus Flower) up until
 Ctrl-C or SIGTERM.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from .localstack import (
+from .processes import (
     FLOWER_USER,
     REDIS_MODES,
     ROOT,
@@ -281,7 +281,7 @@ def _without_password(url: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.local.demo", description=__doc__)
     default = os.environ.get("DEMO_REDIS", "auto")
     parser.add_argument("--redis", choices=REDIS_MODES, default=default)
     parser.add_argument("--run", action="store_true", help="keep the system up until Ctrl-C")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from orchestrator import localstack
-from orchestrator.localstack import choose_redis
+from orchestrator.local import processes
+from orchestrator.local.processes import choose_redis
 
 
 class FakeProcess:
@@ -15,7 +15,7 @@ class FakeProcess:
 
 def test_redis_url_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6380/2")
-    monkeypatch.setattr(localstack, "redis_answers", lambda url: True)
+    monkeypatch.setattr(processes, "redis_answers", lambda url: True)
     choice = choose_redis(tmp_path)
     assert (choice.url, choice.process, choice.slow) == ("redis://elsewhere:6380/2", None, False)
 
@@ -23,7 +23,7 @@ def test_redis_url_wins(monkeypatch, tmp_path):
 def test_then_the_local_redis_on_database_14(monkeypatch, tmp_path):
     monkeypatch.delenv("REDIS_URL", raising=False)
     asked: list[str] = []
-    monkeypatch.setattr(localstack, "redis_answers", lambda url: asked.append(url) or True)
+    monkeypatch.setattr(processes, "redis_answers", lambda url: asked.append(url) or True)
     choice = choose_redis(tmp_path)
     assert choice.url == asked[0] == "redis://127.0.0.1:6379/14"
     assert choice.process is None
@@ -31,11 +31,9 @@ def test_then_the_local_redis_on_database_14(monkeypatch, tmp_path):
 
 def test_then_a_private_redis_server(monkeypatch, tmp_path):
     monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setattr(localstack, "redis_answers", lambda url: False)
+    monkeypatch.setattr(processes, "redis_answers", lambda url: False)
     private = FakeProcess("redis")
-    monkeypatch.setattr(
-        localstack, "private_redis", lambda d: ("redis://127.0.0.1:7000/0", private)
-    )
+    monkeypatch.setattr(processes, "private_redis", lambda d: ("redis://127.0.0.1:7000/0", private))
     choice = choose_redis(tmp_path)
     assert choice.url == "redis://127.0.0.1:7000/0" and choice.process is private
     assert not choice.slow
@@ -43,11 +41,11 @@ def test_then_a_private_redis_server(monkeypatch, tmp_path):
 
 def test_then_the_embedded_one_and_it_says_it_is_slow(monkeypatch, tmp_path):
     monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setattr(localstack, "redis_answers", lambda url: False)
-    monkeypatch.setattr(localstack, "private_redis", lambda d: None)
+    monkeypatch.setattr(processes, "redis_answers", lambda url: False)
+    monkeypatch.setattr(processes, "private_redis", lambda d: None)
     embedded = FakeProcess("embedded-redis")
     monkeypatch.setattr(
-        localstack, "embedded_redis", lambda d: ("redis://127.0.0.1:7001/0", embedded)
+        processes, "embedded_redis", lambda d: ("redis://127.0.0.1:7001/0", embedded)
     )
     choice = choose_redis(tmp_path)
     assert choice.process is embedded and choice.slow
@@ -58,16 +56,16 @@ def test_embedded_mode_skips_the_real_ones(monkeypatch, tmp_path):
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6380/2")
     embedded = FakeProcess("embedded-redis")
     monkeypatch.setattr(
-        localstack, "embedded_redis", lambda d: ("redis://127.0.0.1:7001/0", embedded)
+        processes, "embedded_redis", lambda d: ("redis://127.0.0.1:7001/0", embedded)
     )
     assert choose_redis(tmp_path, "embedded").process is embedded
 
 
 def test_no_redis_at_all_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setattr(localstack, "redis_answers", lambda url: False)
-    monkeypatch.setattr(localstack, "private_redis", lambda d: None)
-    monkeypatch.setattr(localstack, "embedded_redis", lambda d: None)
+    monkeypatch.setattr(processes, "redis_answers", lambda url: False)
+    monkeypatch.setattr(processes, "private_redis", lambda d: None)
+    monkeypatch.setattr(processes, "embedded_redis", lambda d: None)
     try:
         choose_redis(tmp_path)
     except RuntimeError as exc:
@@ -77,7 +75,7 @@ def test_no_redis_at_all_is_one_clear_error(monkeypatch, tmp_path):
 
 
 def test_the_embedded_redis_serves_what_the_system_uses(tmp_path):
-    started = localstack.embedded_redis(tmp_path)
+    started = processes.embedded_redis(tmp_path)
     assert started is not None
     url, process = started
     client = redis.Redis.from_url(url, socket_timeout=5)
@@ -88,7 +86,7 @@ def test_the_embedded_redis_serves_what_the_system_uses(tmp_path):
         assert client.eval("return redis.call('GET', KEYS[1])", 1, "k") == b"v"
         client.publish("channel", "hello")
         # The first read may be the (ignored) subscribe confirmation.
-        message = localstack.wait_until(lambda: pubsub.get_message(timeout=1), 5, "the message")
+        message = processes.wait_until(lambda: pubsub.get_message(timeout=1), 5, "the message")
         assert message["data"] == b"hello"
         pubsub.close()
     finally:
