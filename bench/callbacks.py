@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from orchestrator.local.processes import Process, free_port, wait_until
+from orchestrator.local.processes import Process, answers, free_port, wait_until
 
 from .common import (
     MachineLoad,
@@ -152,9 +152,7 @@ def run(quick: bool, redis_mode: str) -> bool:
             stack.log_dir,
         )
         try:
-            wait_until(
-                lambda: stack._answers(f"http://127.0.0.1:{bare_port}/healthz"), 60, "bare web"
-            )
+            wait_until(lambda: answers(f"http://127.0.0.1:{bare_port}/healthz"), 60, "bare web")
             note(f"{NAME}: {jobs} jobs of 500 items")
             ids = stack.submit_many(jobs, items=500, threads=2)
             wait_until(lambda: stack.robot_stats()["dispatches"] >= jobs, 120, "dispatches")

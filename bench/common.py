@@ -41,18 +41,17 @@ import requests
 from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from standardwebhooks.webhooks import Webhook
 
+from orchestrator.local import processes
 from orchestrator.local.processes import (
     Process,
     bin_path,
     free_port,
     private_redis,
-    procfile,
     redis_answers,
-    run_release,
     wait_until,
 )
+from orchestrator.local.robot_simulator import signed_headers
 from orchestrator.rendezvous import poller_key
 from orchestrator.signing import job_callback_secret
 
@@ -251,15 +250,7 @@ def signed_event(
 ) -> tuple[str, dict[str, str]]:
     """Body and headers of a robot event for the job, signed with its per-job secret."""
     body = json.dumps({"type": event_type, "data": data}, separators=(",", ":"))
-    msg_id = f"msg_{uuid.uuid4().hex}"
-    now = datetime.now(UTC)
-    headers = {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(job_callback_secret(master, job_id)).sign(msg_id, now, body),
-        "Content-Type": "application/json",
-    }
-    return body, headers
+    return body, signed_headers(job_callback_secret(master, job_id), body)
 
 
 _GROUPS = (
@@ -393,7 +384,7 @@ def profiled(
 # --- the stack ----------------------------------------------------------------------------
 
 
-class Stack:
+class Stack(processes.Stack):
     """release, web, worker, beat and a stand-in robot on a fresh database and Redis DB."""
 
     def __init__(
@@ -404,14 +395,15 @@ class Stack:
         processes: Sequence[str] = ("robot", "web", "worker", "beat"),
         **env: str,
     ) -> None:
+        super().__init__(
+            Path(tempfile.mkdtemp(prefix=f"bench-{name}-")), {}, free_port(), free_port()
+        )
         self.name = name
         self.robot_mode = robot
         self.wanted = processes
         self.extra_env = env
         self.redis_mode = redis_mode
         self.redis_db = REDIS_DBS.get(name, 5)
-        self.log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        self.processes: dict[str, Process] = {}
         self._exit = contextlib.ExitStack()
         self._local = threading.local()
         self.failed = False
@@ -436,30 +428,27 @@ class Stack:
         self.redis = redis.Redis.from_url(self.redis_url)
         self._exit.callback(self.redis.close)
         self.database_url = self._exit.enter_context(postgres_database(f"bench_{self.name}"))
-        self.web_port, self.robot_port = free_port(), free_port()
-        self.base = f"http://127.0.0.1:{self.web_port}"
-        self.robot = f"http://127.0.0.1:{self.robot_port}"
-        self.env = {
-            "PATH": bin_path(),
-            "APP_ENV": "production",
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis_url,
-            "ROBOT_URL": self.robot,
-            "ROBOT_API_TOKEN": ROBOT_TOKEN,
-            "ROBOT_CALLBACK_SECRET": MASTER_SECRET,
-            "PUBLIC_URL": self.base,
-            "API_TOKENS": API_TOKEN,
-            "PORT": str(self.web_port),
-            # Count every request as deployed (the limiter's Redis round trip stays in the
-            # figures), but never throttle the load generator.
-            "RATE_LIMIT_API": "1000000/minute",
-            "RATE_LIMIT_CALLBACKS": "1000000/minute",
-            **self.extra_env,
-        }
-        run_release(self.env)
-        self._exit.callback(self._stop_processes)
-        for name in self.wanted:
-            self.start_process(name)
+        self.env.update(
+            {
+                "PATH": bin_path(),
+                "APP_ENV": "production",
+                "DATABASE_URL": self.database_url,
+                "REDIS_URL": self.redis_url,
+                "ROBOT_URL": self.robot,
+                "ROBOT_API_TOKEN": ROBOT_TOKEN,
+                "ROBOT_CALLBACK_SECRET": MASTER_SECRET,
+                "PUBLIC_URL": self.base,
+                "API_TOKENS": API_TOKEN,
+                "PORT": str(self.web_port),
+                # Count every request as deployed (the limiter's Redis round trip stays in
+                # the figures), but never throttle the load generator.
+                "RATE_LIMIT_API": "1000000/minute",
+                "RATE_LIMIT_CALLBACKS": "1000000/minute",
+                **self.extra_env,
+            }
+        )
+        self._exit.callback(self.stop)
+        self.start(self.wanted)
         self.engine: Engine = create_engine(
             self.database_url.replace("postgres://", "postgresql+psycopg://", 1)
         )
@@ -476,19 +465,19 @@ class Stack:
             else:
                 shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def _stop_processes(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            process.stop()
-
-    def command(self, name: str) -> str:
+    def command(self, name: str) -> tuple[str, dict[str, str]]:
         if name == "robot":
             if self.robot_mode == "simulator":
-                return (
+                command = (
                     f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
                     f"--item-delay 0 --token {ROBOT_TOKEN}"
                 )
-            return f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode}"
-        command = procfile()[name]
+            else:
+                command = (
+                    f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode}"
+                )
+            return command, self.env
+        command, env = super().command(name)
         if name == "worker":
             node = f"bench-{self.name}-{uuid.uuid4().hex[:6]}@%h"
             command += f" --hostname={node} --include=bench.celery_tasks"
@@ -498,33 +487,10 @@ class Stack:
                 command = re.sub(r"--schedule[= ]\S+", schedule, command)
             else:
                 command += f" {schedule}"
-        return command
-
-    def start_process(self, name: str) -> Process:
-        process = Process(name, self.command(name), self.env, self.log_dir)
-        self.processes[name] = process
-        if name == "robot":
-            wait_until(lambda: self._answers(f"{self.robot}/healthz"), 30, "the robot")
-        elif name == "web":
-            wait_until(lambda: self._answers(f"{self.base}/healthz"), 60, "the web process")
-        elif name == "worker":
-            wait_until(lambda: " ready." in process.log(), 90, "the worker to be ready")
-        elif name == "beat":
-            wait_until(lambda: "beat: Starting" in process.log(), 60, "beat")
-        return process
+        return command, env
 
     def worker_pid(self) -> int:
         return self.processes["worker"].popen.pid
-
-    def logs(self, name: str, tail: int = 3000) -> str:
-        return self.processes[name].log()[-tail:]
-
-    @staticmethod
-    def _answers(url: str) -> bool:
-        try:
-            return requests.get(url, timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
 
     # HTTP
 

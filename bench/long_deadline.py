@@ -142,7 +142,7 @@ def run(quick: bool, redis_mode: str) -> bool:
         by_task_id = sum(n - 1 for u, n in received.items() if u in set(polls))
         redelivered = max(by_token, by_task_id)
         closing = [r for r in finalize_results if r.strip("'\"") in FINAL]
-        worker_log = stack.logs("worker", tail=2_000_000)
+        worker_log = stack.processes["worker"].log()[-2_000_000:]
         closes = worker_log.count(f"job {job_id} completed")
         by_listener = worker_log.count(f"job {job_id}: closed by the report listener")
         figures = {

@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import chain
 
-from orchestrator.local.processes import Process, free_port, procfile, wait_until
+from orchestrator.local.processes import Process, answers, free_port, procfile, wait_until
 
 from .common import (
     MachineLoad,
@@ -149,7 +149,7 @@ def run(quick: bool, redis_mode: str) -> bool:
         )
         base0 = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: stack._answers(f"{base0}/healthz"), 60, "the settle-0 web")
+            wait_until(lambda: answers(f"{base0}/healthz"), 60, "the settle-0 web")
             note(f"{NAME}: warming up")
             _raw_chains(stack, 20)
             _orchestrator(stack, 20, 5, "instant")

@@ -16,10 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
 import requests
@@ -216,8 +216,83 @@ def choose_redis(log_dir: Path, mode: str = "auto") -> RedisChoice:
     )
 
 
-class LocalSystem:
-    """The Procfile's processes and the robot simulator, as children of this process.
+class Stack:
+    """The Procfile's processes and a robot, each started by name and awaited until ready.
+
+    The one launcher of the demo, the tests and the benchmarks: the release, the readiness
+    checks, the stop order and the logs are here; a subclass says what its robot is and
+    what it adds to a command (``command``).
+    """
+
+    ready_timeout = 90.0
+
+    def __init__(self, log_dir: Path, env: dict[str, str], web_port: int, robot_port: int):
+        self.log_dir = log_dir
+        self.env = env
+        self.web_port = web_port
+        self.robot_port = robot_port
+        self.base = f"http://127.0.0.1:{web_port}"
+        self.robot = f"http://127.0.0.1:{robot_port}"
+        self.flower = ""
+        self.processes: dict[str, Process] = {}
+
+    def command(self, name: str) -> tuple[str, dict[str, str]]:
+        """Return the command line and environment of a process: its Procfile line here."""
+        return procfile()[name], self.env
+
+    def start(
+        self,
+        names: Iterable[str] = ("robot", "web", "worker", "beat"),
+        say: Callable[[str], None] = lambda line: None,
+    ) -> Self:
+        """Run the release, then start each process and wait until it is ready."""
+        run_release(self.env)
+        say("  release   database migrated")
+        for name in names:
+            self.start_process(name)
+            say(f"  {name:<9} up")
+        return self
+
+    def start_process(
+        self, name: str, command: str | None = None, label: str | None = None
+    ) -> Process:
+        """Start a process by name (``command`` replaces its own); ``label`` names its log."""
+        own, env = self.command(name)
+        label = label or name
+        process = Process(label, command or own, env, self.log_dir)
+        self.processes[label] = process
+        checks: dict[str, Callable[[], bool]] = {
+            "robot": lambda: answers(f"{self.robot}/healthz"),
+            "web": lambda: answers(f"{self.base}/healthz"),
+            "worker": lambda: " ready." in process.log(),
+            "beat": lambda: "beat: Starting" in process.log(),
+            "flower": lambda: answers(f"{self.flower}/healthcheck"),
+        }
+        ready = checks.get(name, lambda: True)
+        try:
+            wait_until(lambda: ready() or not process.alive(), self.ready_timeout, name)
+        except TimeoutError:
+            raise RuntimeError(f"{name} did not start; its log: {process.log_path}") from None
+        if not process.alive():
+            tail = process.log()[-1500:]
+            raise RuntimeError(f"{name} exited at start; its log ({process.log_path}):\n{tail}")
+        return process
+
+    def dead(self) -> list[Process]:
+        """Return the processes that exited on their own."""
+        return [p for p in self.processes.values() if not p.alive()]
+
+    def logs(self, tail: int = 4000) -> str:
+        """Return the end of every process's log, for a failure message."""
+        return "\n".join(f"=== {n} ===\n{p.log()[-tail:]}" for n, p in self.processes.items())
+
+    def stop(self) -> None:
+        """Stop every process (see stop_all)."""
+        stop_all(list(self.processes.values()))
+
+
+class LocalSystem(Stack):
+    """The demo's system: the Procfile's processes and the robot simulator, as children.
 
     Each gets only the contract's variables (APP_ENV=development, a fresh API token and
     callback secret); ``settings`` adds or overrides any of them.
@@ -234,31 +309,27 @@ class LocalSystem:
         item_delay: float = 0.15,
         settings: dict[str, str] | None = None,
     ) -> None:
-        self.log_dir = log_dir
-        self.web_port = web_port or free_port()
-        self.robot_port = free_port()
-        self.flower_port = flower_port or free_port()
-        self.item_delay = item_delay
+        web_port = web_port or free_port()
+        robot_port = free_port()
         self.token = f"dev-{secrets.token_urlsafe(18)}"
-        self.base = f"http://127.0.0.1:{self.web_port}"
-        self.robot = f"http://127.0.0.1:{self.robot_port}"
-        self.flower = f"http://127.0.0.1:{self.flower_port}"
-        self.env = {
+        env = {
             "PATH": bin_path(),
             "APP_ENV": "development",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
-            "ROBOT_URL": self.robot,
-            "PUBLIC_URL": self.base,
-            "PORT": str(self.web_port),
+            "ROBOT_URL": f"http://127.0.0.1:{robot_port}",
+            "PUBLIC_URL": f"http://127.0.0.1:{web_port}",
+            "PORT": str(web_port),
             "API_TOKENS": self.token,
             "ROBOT_CALLBACK_SECRET": secrets.token_urlsafe(32),
             **(settings or {}),
         }
-        self.processes: dict[str, Process] = {}
+        super().__init__(log_dir, env, web_port, robot_port)
+        self.flower_port = flower_port or free_port()
+        self.flower = f"http://127.0.0.1:{self.flower_port}"
+        self.item_delay = item_delay
 
     def command(self, name: str) -> tuple[str, dict[str, str]]:
-        """Return the command line and environment of one process."""
         if name == "robot":
             command = (
                 f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
@@ -272,42 +343,7 @@ class LocalSystem:
                 "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{self.token}",
             }
             return procfile()["flower"] + " --address=127.0.0.1", env
-        return procfile()[name], self.env
-
-    def start(self, names: tuple[str, ...], say: Callable[[str], None] = print) -> None:
-        """Run the release, then start each process and wait until it is ready."""
-        run_release(self.env)
-        say("  release   database migrated")
-        for name in names:
-            command, env = self.command(name)
-            self.processes[name] = process = Process(name, command, env, self.log_dir)
-            self._wait_ready(name, process)
-            say(f"  {name:<9} up")
-
-    def _wait_ready(self, name: str, process: Process) -> None:
-        checks: dict[str, Callable[[], bool]] = {
-            "robot": lambda: answers(f"{self.robot}/healthz"),
-            "web": lambda: answers(f"{self.base}/healthz"),
-            "worker": lambda: " ready." in process.log(),
-            "beat": lambda: "beat: Starting..." in process.log(),
-            "flower": lambda: answers(f"{self.flower}/healthcheck"),
-        }
-        ready = checks[name]
-        try:
-            wait_until(lambda: ready() or not process.alive(), 90, f"the {name} process")
-        except TimeoutError:
-            raise RuntimeError(f"{name} did not start; its log: {process.log_path}") from None
-        if not process.alive():
-            tail = process.log()[-1500:]
-            raise RuntimeError(f"{name} exited at start; its log ({process.log_path}):\n{tail}")
-
-    def dead(self) -> list[Process]:
-        """Return the processes that exited on their own."""
-        return [p for p in self.processes.values() if not p.alive()]
-
-    def stop(self) -> None:
-        """Stop every process (see stop_all)."""
-        stop_all(list(self.processes.values()))
+        return super().command(name)
 
 
 def stop_all(processes: list[Process]) -> None:

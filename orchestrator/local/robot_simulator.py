@@ -108,6 +108,18 @@ def _new_msg_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
+def signed_headers(secret: str, body: str, msg_id: str | None = None) -> dict[str, str]:
+    """Headers of a callback signed as the robot signs it (Standard Webhooks, now)."""
+    msg_id = msg_id or _new_msg_id()
+    now = int(time.time())
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": Webhook(secret).sign(msg_id, datetime.fromtimestamp(now, UTC), body),
+    }
+
+
 class RobotSimulator:
     """Keep the simulator's state and run accepted jobs on a bounded thread pool."""
 
@@ -265,20 +277,13 @@ class RobotSimulator:
 
     def _deliver(self, job: _Job, event_type: str, msg_id: str, payload: str) -> bool:
         """POST one signed webhook, retrying connection errors and 5xx with backoff."""
-        cfg, hook, body = job.config, Webhook(job.secret), payload.encode()
+        cfg, body = job.config, payload.encode()
         for attempt in range(cfg.callback_retries + 1):
             if attempt:
                 steps = cfg.retry_backoff or (0.0,)
                 if self.wait(steps[min(attempt, len(steps)) - 1]):
                     break
-            timestamp = int(time.time())
-            signature = hook.sign(msg_id, datetime.fromtimestamp(timestamp, tz=UTC), payload)
-            headers = {
-                "Content-Type": "application/json",
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": signature,
-            }
+            headers = signed_headers(job.secret, payload, msg_id)
             with self._lock:
                 self._attempts += 1
             try:

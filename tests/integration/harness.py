@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
-from standardwebhooks.webhooks import Webhook
 
-from orchestrator.local.processes import (
-    Process,
-    bin_path,
-    free_port,
-    procfile,
-    run_release,
-    wait_until,
-)
+from orchestrator.local.processes import Stack, bin_path, free_port, procfile, wait_until
+from orchestrator.local.robot_simulator import signed_headers
 from orchestrator.signing import job_callback_secret
 from tests import REDIS_PORT
 
@@ -29,7 +20,7 @@ MASTER_SECRET = "integration-master-secret"
 FINAL = ("completed", "failed", "cancelled")
 
 
-class System:
+class System(Stack):
     """release, web, worker, beat (Procfile) and the robot simulator on one Redis DB."""
 
     def __init__(
@@ -41,82 +32,53 @@ class System:
         redis_url: str | None = None,
         **env: str,
     ) -> None:
-        self.log_dir = log_dir
-        self.web_port = free_port()
-        self.robot_port = free_port()
+        web_port, robot_port = free_port(), free_port()
         # redis_url (optional) replaces the shared Redis, e.g. with a private redis-server.
         self.redis_url = redis_url or f"redis://127.0.0.1:{REDIS_PORT}/{redis_db}"
-        self.env = {
-            "PATH": bin_path(),
-            "APP_ENV": "production",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": self.redis_url,
-            "ROBOT_URL": f"http://127.0.0.1:{self.robot_port}",
-            "ROBOT_API_TOKEN": ROBOT_TOKEN,
-            "ROBOT_CALLBACK_SECRET": MASTER_SECRET,
-            "PUBLIC_URL": f"http://127.0.0.1:{self.web_port}",
-            "API_TOKENS": f"{API_TOKEN},other-token",
-            "PORT": str(self.web_port),
-            "ROBOT_SECONDS_PER_ITEM": "1",
-            "ROBOT_DEADLINE_MARGIN_SECONDS": "4",
-            "ROBOT_SETTLE_SECONDS": "0.3",
-            "ROBOT_DISPATCH_TIMEOUT_SECONDS": "2",
-            **env,
-        }
-        self.base = f"http://127.0.0.1:{self.web_port}"
-        self.robot = f"http://127.0.0.1:{self.robot_port}"
-        self.processes: dict[str, Process] = {}
+        super().__init__(
+            log_dir,
+            {
+                "PATH": bin_path(),
+                "APP_ENV": "production",
+                "DATABASE_URL": database_url,
+                "REDIS_URL": self.redis_url,
+                "ROBOT_URL": f"http://127.0.0.1:{robot_port}",
+                "ROBOT_API_TOKEN": ROBOT_TOKEN,
+                "ROBOT_CALLBACK_SECRET": MASTER_SECRET,
+                "PUBLIC_URL": f"http://127.0.0.1:{web_port}",
+                "API_TOKENS": f"{API_TOKEN},other-token",
+                "PORT": str(web_port),
+                "ROBOT_SECONDS_PER_ITEM": "1",
+                "ROBOT_DEADLINE_MARGIN_SECONDS": "4",
+                "ROBOT_SETTLE_SECONDS": "0.3",
+                "ROBOT_DISPATCH_TIMEOUT_SECONDS": "2",
+                **env,
+            },
+            web_port,
+            robot_port,
+        )
         # Extra command-line arguments per process name, appended to its command.
         self.extra_args: dict[str, str] = {}
         self.http = requests.Session()
 
-    # --- processes ---
-
-    def start(self, names: Iterable[str] = ("robot", "web", "worker", "beat")) -> System:
-        run_release(self.env)
-        for name in names:
-            self.start_process(name)
-        return self
-
-    def start_process(
-        self, name: str, command: str | None = None, label: str | None = None
-    ) -> Process:
-        """Start a process by Procfile name; ``label`` (default: the name) names its log."""
-        if command is None and name == "robot":
+    def command(self, name: str) -> tuple[str, dict[str, str]]:
+        if name == "robot":
             command = (
                 f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
                 f"--item-delay 0.02 --token {ROBOT_TOKEN}"
             )
-        command = command or procfile()[name]
+        else:
+            command = procfile()[name]
         if name == "worker":
             # Distinct node names let a replacement worker start beside a killed one.
             command += f" --hostname=worker-{uuid.uuid4().hex[:6]}@%h"
         if self.extra_args.get(name):
             command += f" {self.extra_args[name]}"
-        label = label or name
-        process = Process(label, command, self.env, self.log_dir)
-        self.processes[label] = process
-        if name == "robot":
-            wait_until(lambda: self._answers(f"{self.robot}/healthz"), 30, "the simulator")
-        elif name == "web":
-            wait_until(lambda: self._answers(f"{self.base}/healthz"), 30, "the web process")
-        elif name == "worker":
-            wait_until(lambda: " ready." in process.log(), 60, "the worker to be ready")
-        return process
-
-    def _answers(self, url: str) -> bool:
-        try:
-            return requests.get(url, timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        return command, self.env
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            process.stop()
+        super().stop()
         self.http.close()
-
-    def logs(self) -> str:
-        return "\n".join(f"=== {n} ===\n{p.log()[-4000:]}" for n, p in self.processes.items())
 
     # --- job API ---
 
@@ -168,15 +130,8 @@ class System:
         secret: str | None = None,
     ) -> requests.Response:
         body = json.dumps({"type": event_type, "data": data})
-        msg_id = webhook_id or f"msg_{uuid.uuid4().hex}"
-        now = datetime.now(UTC)
         key = secret or job_callback_secret(MASTER_SECRET, job_id)
-        headers = {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(key).sign(msg_id, now, body),
-            "Content-Type": "application/json",
-        }
+        headers = signed_headers(key, body, webhook_id)
         return self.http.post(
             f"{self.base}/api/robot/jobs/{job_id}/events", data=body, headers=headers, timeout=10
         )

@@ -82,12 +82,17 @@ def _job(system: LocalSystem, job_id: str) -> dict[str, Any]:
 
 
 def _done(system: LocalSystem, job_id: str) -> list[dict[str, Any]] | None:
-    """Return the job's tasks once it is final and Flower saw every step succeed."""
+    """Return the job's tasks once it is final and Flower saw every step succeed.
+
+    Also waits out a task still under way (a finalize sent by a poll that saw the report just
+    before the listener closed the job), so the states below are the tasks' last ones.
+    """
     if _job(system, job_id)["status"] != "completed":
         return None
     tasks = _tasks_of(system, job_id)
     finished = {t["name"] for t in tasks if t["state"] == "SUCCESS"}
-    return tasks if set(STEPS) <= finished else None
+    under_way = [t for t in tasks if t["state"] in ("PENDING", "RECEIVED", "STARTED")]
+    return tasks if set(STEPS) <= finished and not under_way else None
 
 
 def test_flower_shows_every_step_of_a_jobs_chain_by_name(system):
