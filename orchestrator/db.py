@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import select
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -10,8 +12,13 @@ from typing import Any
 from sqlalchemy import Column, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
+
+# A pooled connection idle for longer than this is pinged (one round trip) before use; a
+# busier one only gets a local check that the server has not closed its socket.
+PING_AFTER_IDLE_SECONDS = 10.0
 
 _factories: dict[tuple[int, str], sessionmaker[Session]] = {}
 
@@ -20,9 +27,9 @@ def make_engine(url: str) -> Engine:
     """Create an engine; on SQLite enable WAL, a busy timeout and BEGIN IMMEDIATE."""
     if not url.startswith("sqlite"):
         # One pool per process; a connection the server dropped is replaced on checkout.
-        return create_engine(
-            url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=3600
-        )
+        engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=3600)
+        _check_connections_on_checkout(engine)
+        return engine
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -41,6 +48,39 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _check_connections_on_checkout(engine: Engine) -> None:
+    """Hand out only live connections, without a round trip per checkout.
+
+    ``pool_pre_ping`` pings on every checkout: one round trip per session, five per job in
+    the worker and one per callback, a sixth of a callback's database work (bench/README.md).
+    Here a connection idle for ``PING_AFTER_IDLE_SECONDS`` is pinged; a busier one is checked
+    locally: a readable socket on an idle connection means the server closed it (restart,
+    terminated backend, a cut proxy). Either failure raises DisconnectionError, which makes
+    the pool drop the connection and connect anew. What neither catches (a silent network
+    loss) fails the statement with an OperationalError: a 503 at the edge, housekeeping in
+    the worker.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None:  # a new connection
+            return
+        try:
+            if time.monotonic() - idle_since > PING_AFTER_IDLE_SECONDS:
+                engine.dialect.do_ping(dbapi_conn)
+                return
+            readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+        except Exception as exc:
+            raise DisconnectionError(f"the connection is dead: {exc}") from exc
+        if readable:
+            raise DisconnectionError("the server closed this connection")
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

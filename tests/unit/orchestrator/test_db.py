@@ -55,16 +55,29 @@ def _backend_still_there(url: str, pid: int) -> bool:
     return bool(found)
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced_on_checkout(postgres_url):
-    lost = _backend_pid(postgres_url)
-    outsider = create_engine(postgres_url, poolclass=NullPool)  # not this process's pool
+def _terminate(url: str, pid: int) -> None:
+    outsider = create_engine(url, poolclass=NullPool)  # not this process's pool
     with outsider.connect() as other:
-        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost})
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     outsider.dispose()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _backend_still_there(postgres_url, lost):
+    while time.monotonic() < deadline and _backend_still_there(url, pid):
         time.sleep(0.02)
-    # No error for the statement that comes next: the pool's ping replaced the connection.
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_on_checkout(postgres_url):
+    lost = _backend_pid(postgres_url)
+    _terminate(postgres_url, lost)
+    # No error for the statement that comes next: the checkout saw the closed socket.
+    assert _backend_pid(postgres_url) != lost
+
+
+def test_a_connection_idle_past_the_ping_threshold_is_pinged_and_replaced_if_dead(
+    postgres_url, monkeypatch
+):
+    lost = _backend_pid(postgres_url)
+    _terminate(postgres_url, lost)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", -1.0)  # every checkout counts as idle
     assert _backend_pid(postgres_url) != lost
 
 
