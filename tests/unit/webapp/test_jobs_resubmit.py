@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
 
-from orchestrator import lifecycle
+from orchestrator import lifecycle, submission
 from orchestrator.db import session_scope
 from orchestrator.models import Item, Job
 from orchestrator.robot_events import apply_event
@@ -499,3 +500,32 @@ def test_a_repeat_of_a_refused_request_is_refused_again(client, auth, app, start
     # The refused request stored no key: the same key works for a valid request.
     body["confirmUnknown"] = True
     assert resubmit(client, auth, old["id"], body, **{"Idempotency-Key": "k"}).status_code == 202
+
+
+def test_concurrent_repeats_with_one_key_create_one_job(client, auth, app, started):
+    old = finished_job(client, auth, app, MIXED)
+    state = app.extensions["orchestrator"]
+    barrier = threading.Barrier(8)
+    outcomes: list[Any] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            result = submission.resubmit_job(
+                state.settings, state.celery, old["id"], token="t", idempotency_key="race"
+            )
+            outcomes.append((result.created, result.job.id))
+        except submission.IdempotencyInProgress:  # allowed by the contract, as for submit
+            outcomes.append(("in progress", None))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    created = [job_id for made, job_id in outcomes if made is True]
+    assert len(created) == 1, outcomes
+    assert {job_id for made, job_id in outcomes if made is False} <= set(created)
+    assert len(outcomes) == 8
+    assert len(job_ids(app)) == 2
+    assert started.job_ids.count(created[0]) == 1
