@@ -193,15 +193,22 @@ def resubmit_job(
     orders = [{"orderId": item.order_id, "pedidoInput": item.pedido_input} for item in chosen]
     # ``priority`` is validated by the edge and part of the digest; it reaches the new job
     # once submit_job takes it (the capacity issue adds ``priority`` there).
-    return submit_job(
-        settings,
-        celery_app,
-        orders,
-        token=token,
-        idempotency_key=idempotency_key,
-        body_digest=digest,
-        resubmit_of=job_id,
-    )
+    try:
+        return submit_job(
+            settings,
+            celery_app,
+            orders,
+            token=token,
+            idempotency_key=idempotency_key,
+            body_digest=digest,
+            resubmit_of=job_id,
+        )
+    except (IntegrityError, IdempotencyInProgress):
+        # The old job deleted (retention) since it was read: resubmit_of names no job.
+        with session_factory(settings.database_url)() as session:
+            if session.get(Job, job_id) is None:
+                raise lifecycle.JobNotFound(job_id) from None
+        raise
 
 
 def choose_items(

@@ -529,3 +529,21 @@ def test_concurrent_repeats_with_one_key_create_one_job(client, auth, app, start
     assert len(outcomes) == 8
     assert len(job_ids(app)) == 2
     assert started.job_ids.count(created[0]) == 1
+
+
+def test_an_old_job_deleted_while_it_is_resubmitted_is_404_not_500(
+    client, auth, app, started, monkeypatch
+):
+    old = finished_job(client, auth, app, ("error",))
+    url = settings_of(app).database_url
+    create_job = lifecycle.create_job
+
+    def retention_strikes_first(session, orders, **kwargs):
+        with session_scope(url) as other:  # another process deletes the old job
+            other.execute(delete(Job).where(Job.id == old["id"]))
+        return create_job(session, orders, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "create_job", retention_strikes_first)
+    assert_error(resubmit(client, auth, old["id"]), 404, "not_found")
+    assert job_ids(app) == set()
+    assert len(started.job_ids) == 1  # the old job's own start only
