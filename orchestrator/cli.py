@@ -1,7 +1,8 @@
 """The ``orchestrator`` command: a client of the job API, plus the demo, the system and the db.
 
-``submit``, ``status``, ``list`` and ``cancel`` talk to the HTTP API only (so they work against
-a remote deployment): ``--url``/``--token``, or ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN. Every
+``submit``, ``status``, ``list``, ``cancel`` and ``resubmit`` talk to the HTTP API only (so
+they work against a remote deployment): ``--url``/``--token``, or ORCHESTRATOR_URL /
+ORCHESTRATOR_TOKEN. Every
 failure is one line on stderr and a non-zero exit: 1 when the server or the job said no, 2 for
 a bad file or bad usage.
 """
@@ -206,7 +207,7 @@ def _show_job(job: dict[str, Any]) -> None:
         f"  {counts['total']} items: {counts['success']} success, {counts['error']} error, "
         f"{counts['unknown']} unknown, {counts['pending'] + counts['processing']} open"
     )
-    for name in ("createdAt", "dispatchedAt", "deadline", "finishedAt"):
+    for name in ("resubmitOf", "createdAt", "dispatchedAt", "deadline", "finishedAt"):
         if job.get(name):
             click.echo(f"  {name:<13}{job[name]}")
     items = job.get("items") or []
@@ -276,6 +277,63 @@ def cancel(api: Api, job_id: str) -> None:
     if status != 200:
         raise Failure(f"cannot cancel job {job_id} (HTTP {status}): {_message(body)}")
     _show_job(body)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option(
+    "--item",
+    "item_ids",
+    multiple=True,
+    metavar="ITEM_ID",
+    help="An item to resubmit (repeat it); default: every item in error.",
+)
+@click.option(
+    "--confirm-unknown",
+    is_flag=True,
+    help="I checked the courier's portal: the unknown items named were not entered.",
+)
+@click.option("--idempotency-key", help="Make a retried resubmit return the first new job.")
+@click.option("--wait", is_flag=True, help="Show progress until the new job is final.")
+@api_options
+def resubmit(
+    api: Api,
+    job_id: str,
+    item_ids: tuple[str, ...],
+    confirm_unknown: bool,
+    idempotency_key: str | None,
+    wait: bool,
+) -> None:
+    """Submit again the error items of finished job JOB_ID (or the --item ones) as a new job."""
+    body: dict[str, Any] = {}
+    if item_ids:
+        body["itemIds"] = list(item_ids)
+    if confirm_unknown:
+        body["confirmUnknown"] = True
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    path = f"/api/jobs/{job_id}/resubmit"
+    status, body = api.call("POST", path, json=body, headers=headers)
+    if status == 404:
+        raise Failure(f"no job {job_id} at {api.url}")
+    if status == 409:
+        raise Failure(_message(body))
+    if status == 422:
+        details = _details(body).get("itemIds")
+        lines = [_message(body)]
+        if isinstance(details, dict):
+            lines += [f"item {item}: {'; '.join(map(str, why))}" for item, why in details.items()]
+        elif isinstance(details, list):
+            lines += [str(why) for why in details]
+        raise Failure("\n".join(lines[:21]))
+    if status not in (200, 202):
+        raise Failure(f"cannot resubmit job {job_id} (HTTP {status}): {_message(body)}")
+    repeat = " (the same Idempotency-Key made it before)" if status == 200 else ""
+    count = body["counts"]["total"]
+    click.echo(
+        f"job {body['id']} {body['status']}: {count} orders, resubmitted from {job_id}{repeat}"
+    )
+    if wait:
+        _finish(_wait(api, body), exit_on_failure=True)
 
 
 # --- processes on this machine ---

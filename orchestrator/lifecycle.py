@@ -54,9 +54,17 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def create_job(session: Session, orders: Sequence[dict[str, Any]]) -> Job:
+def create_job(
+    session: Session, orders: Sequence[dict[str, Any]], *, resubmit_of: str | None = None
+) -> Job:
     """Add a pending job with one pending item per order; the caller commits."""
-    job = Job(id=new_id(), status=JobStatus.PENDING, item_count=len(orders), created_at=utcnow())
+    job = Job(
+        id=new_id(),
+        status=JobStatus.PENDING,
+        item_count=len(orders),
+        created_at=utcnow(),
+        resubmit_of=resubmit_of,
+    )
     # Set as the job's collection, so the new job can be shown without reading it back.
     job.items = [
         Item(

@@ -102,6 +102,10 @@ class Job(Base):
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Last time housekeeping re-enqueued the chain of a job that never got dispatched.
     kicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The job this one was resubmitted from (CONTRACT §3); NULL once retention deleted it.
+    resubmit_of: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
 
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.position")
 

@@ -23,6 +23,7 @@ _JOB_SHOWN = select(
     _jobs.c.dispatched_at,
     _jobs.c.deadline,
     _jobs.c.finished_at,
+    _jobs.c.resubmit_of,
 ).where(_jobs.c.id == bindparam("the_job"))
 _ITEMS_SHOWN = (
     select(

@@ -1,4 +1,7 @@
-"""Submit a job exactly once per idempotency key, and start it only after it is committed."""
+"""Submit a job exactly once per idempotency key, and start it only after it is committed.
+
+A resubmit (CONTRACT §3) is a submit whose orders are chosen items of a finished job.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import lifecycle
+from . import lifecycle, queries
 from .config import Settings
 from .db import session_factory
-from .models import IdempotencyKey, Job
+from .models import FINAL_JOB_STATUSES, IdempotencyKey, Item, ItemStatus, Job
 from .tasks import start_job
 
 log = logging.getLogger(__name__)
@@ -53,11 +56,13 @@ def submit_job(
     token: str = "",
     idempotency_key: str | None = None,
     body_digest: str | None = None,
+    resubmit_of: str | None = None,
 ) -> Submitted:
     """Create a job for validated orders and enqueue its chain after the commit.
 
     With an ``idempotency_key`` (scoped to ``token``) a repeat returns the first job and
     starts nothing; the same key with a different body raises IdempotencyConflict.
+    ``resubmit_of`` names the job the orders come from (resubmit_job).
     """
     digest = body_digest or request_digest({"orders": list(orders)})
     token_digest = _digest(token)
@@ -67,7 +72,7 @@ def submit_job(
             earlier = _earlier(session, token_digest, idempotency_key, digest)
             if earlier is not None:
                 return Submitted(earlier, created=False)
-        job = lifecycle.create_job(session, orders)
+        job = lifecycle.create_job(session, orders, resubmit_of=resubmit_of)
         if idempotency_key is not None:
             session.flush()  # the key row refers to the job row: insert the job first
             session.add(
@@ -110,3 +115,155 @@ def _earlier(session: Any, token_digest: str, key: str, digest: str) -> Job | No
     if row.request_digest != digest:
         raise IdempotencyConflict(key)
     return session.get(Job, row.job_id)
+
+
+class JobNotFinal(Exception):
+    """Only a finished job's items can be resubmitted."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id} is {status}: only a finished job can be resubmitted")
+        self.status = status
+
+
+class ResubmitRefused(ValueError):
+    """The items asked for cannot be resubmitted; ``details`` names each one."""
+
+    def __init__(self, message: str, details: dict[str, Any], code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.code = code
+
+
+def resubmit_digest(job_id: str, body: Any) -> str:
+    """Return the idempotency digest of a resubmit of ``job_id`` with this request body.
+
+    Shaped unlike any submit body, so a key used for a submit and then for a resubmit (or
+    for resubmits of two jobs) is a different body: IdempotencyConflict.
+    """
+    return request_digest({"resubmitOf": job_id, "body": body})
+
+
+def resubmit_job(
+    settings: Settings,
+    celery_app: Celery,
+    job_id: str,
+    item_ids: Sequence[str] | None = None,
+    confirm_unknown: bool = False,
+    *,
+    priority: int = 0,
+    token: str = "",
+    idempotency_key: str | None = None,
+    body_digest: str | None = None,
+) -> Submitted:
+    """Create a new job from items of a finished job, through submit_job (CONTRACT §3).
+
+    Without ``item_ids``, every item in ``error``. Raises lifecycle.JobNotFound,
+    JobNotFinal, ResubmitRefused (an item in success, in unknown without
+    ``confirm_unknown``, not the job's, or nothing to resubmit) and submit_job's
+    idempotency errors. A repeat with the same key returns the first new job, whatever
+    happened to the old one since.
+    """
+    request = {
+        "itemIds": None if item_ids is None else list(item_ids),
+        "confirmUnknown": confirm_unknown,
+        "priority": priority,
+    }
+    digest = body_digest or resubmit_digest(job_id, request)
+    session = session_factory(settings.database_url)()
+    try:
+        if idempotency_key is not None:
+            earlier = _earlier(session, _digest(token), idempotency_key, digest)
+            if earlier is not None:
+                return Submitted(earlier, created=False)
+        job = lifecycle.get_job(session, job_id)
+        if job.status not in FINAL_JOB_STATUSES:
+            raise JobNotFinal(job_id, job.status)
+        items = queries.job_items(session, job_id)
+    finally:
+        session.close()
+    chosen = choose_items(items, item_ids, confirm_unknown)
+    limit = settings.max_batch_size
+    if len(chosen) > limit:
+        raise ResubmitRefused(
+            f"a job takes at most {limit} orders; {len(chosen)} items were chosen",
+            {"itemIds": [f"must name 1 to {limit} items"]},
+            "validation_failed",
+        )
+    orders = [{"orderId": item.order_id, "pedidoInput": item.pedido_input} for item in chosen]
+    # ``priority`` is validated by the edge and part of the digest; it reaches the new job
+    # once submit_job takes it (the capacity issue adds ``priority`` there).
+    try:
+        return submit_job(
+            settings,
+            celery_app,
+            orders,
+            token=token,
+            idempotency_key=idempotency_key,
+            body_digest=digest,
+            resubmit_of=job_id,
+        )
+    except (IntegrityError, IdempotencyInProgress):
+        # The old job deleted (retention) since it was read: resubmit_of names no job.
+        with session_factory(settings.database_url)() as session:
+            if session.get(Job, job_id) is None:
+                raise lifecycle.JobNotFound(job_id) from None
+        raise
+
+
+def choose_items(
+    items: Sequence[Item], item_ids: Sequence[str] | None, confirm_unknown: bool
+) -> list[Item]:
+    """Return the items of a finished job to resubmit, in the job's order, or refuse.
+
+    ``success`` never (entered); ``unknown`` only when a person checked the portal
+    (``confirm_unknown``); ``error`` always (certainly not entered). Every refused id is
+    named in the details, not just the first.
+    """
+    if item_ids is None:
+        chosen = [item for item in items if item.status == ItemStatus.ERROR]
+        if not chosen:
+            raise ResubmitRefused(
+                "the job has no item in error to resubmit",
+                {"itemIds": ["no item in error: name the items to resubmit"]},
+                "nothing_to_resubmit",
+            )
+        return chosen
+    if not item_ids:
+        raise ResubmitRefused(
+            "no item to resubmit",
+            {"itemIds": ["empty: name at least one item"]},
+            "nothing_to_resubmit",
+        )
+    by_id = {item.id: item for item in items}
+    wanted: set[str] = set()
+    problems: dict[str, list[str]] = {}
+    for item_id in item_ids:
+        item = by_id.get(item_id)
+        if item_id in wanted:
+            problems[item_id] = ["listed more than once"]
+        elif item is None:
+            problems[item_id] = ["not an item of this job"]
+        elif item.status == ItemStatus.SUCCESS:
+            problems[item_id] = [
+                f"order {item.order_id} is success (tracking number {item.tracking_number}):"
+                " it was entered and is never resubmitted"
+            ]
+        elif item.status == ItemStatus.UNKNOWN and not confirm_unknown:
+            problems[item_id] = [
+                f"order {item.order_id} is unknown: the robot may have entered it; check the"
+                " courier's portal, then resubmit it with confirmUnknown: true"
+            ]
+        elif item.status not in (ItemStatus.ERROR, ItemStatus.UNKNOWN):
+            problems[item_id] = [f"order {item.order_id} is {item.status}"]
+        wanted.add(item_id)
+    if problems:
+        count = len(problems)
+        raise ResubmitRefused(
+            f"{count} of the items asked for cannot be resubmitted"
+            if count > 1
+            else "an item asked for cannot be resubmitted",
+            {"itemIds": problems},
+            "not_resubmittable",
+        )
+    return [item for item in items if item.id in wanted]

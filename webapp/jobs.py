@@ -1,7 +1,9 @@
-"""The job API (CONTRACT §3): submit, read, list, cancel."""
+"""The job API (CONTRACT §3): submit, read, list, cancel, resubmit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -14,14 +16,19 @@ from orchestrator import lifecycle, queries
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    JobNotFinal,
+    ResubmitRefused,
+    Submitted,
     request_digest,
+    resubmit_digest,
+    resubmit_job,
     submit_job,
 )
 
 from .auth import require_token
 from .errors import ApiError
 from .jsonbody import loads_strict
-from .schemas import ListQuerySchema, SubmitSchema, dump_job
+from .schemas import ListQuerySchema, ResubmitSchema, SubmitSchema, dump_job
 from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
@@ -29,6 +36,7 @@ bp.before_request(require_token)
 
 _submit_schema = SubmitSchema()
 _list_schema = ListQuerySchema()
+_resubmit_schema = ResubmitSchema()
 
 
 def parse_json_body() -> Any:
@@ -42,10 +50,8 @@ def _validation_error(err: ValidationError) -> ApiError:
     return ApiError(422, "the request failed validation", details=err.messages_dict)
 
 
-@bp.post("")
-def submit() -> ResponseReturnValue:
-    state = orchestrator()
-    body = parse_json_body()
+def _idempotency_key() -> str | None:
+    """Return the request's Idempotency-Key header, or raise 422 if it is not 1-255 characters."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise ApiError(
@@ -53,32 +59,22 @@ def submit() -> ResponseReturnValue:
             "Idempotency-Key must be 1 to 255 characters",
             details={"Idempotency-Key": ["must be 1 to 255 characters"]},
         )
+    return key
+
+
+def _require_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(
             422, "the body must be a JSON object", details={"_schema": ["not an object"]}
         )
+    return body
+
+
+@contextmanager
+def _idempotency_errors() -> Iterator[None]:
+    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress."""
     try:
-        data = _submit_schema.load(body)
-    except ValidationError as err:
-        raise _validation_error(err) from None
-    limit = state.settings.max_batch_size
-    if len(data["orders"]) > limit:
-        raise ApiError(
-            422,
-            f"a job takes at most {limit} orders",
-            details={"orders": [f"must contain 1 to {limit} orders"]},
-        )
-    if not data["orders"]:
-        raise ApiError(422, "a job needs at least one order", details={"orders": ["empty"]})
-    try:
-        result = submit_job(
-            state.settings,
-            state.celery,
-            data["orders"],
-            token=g.api_token,
-            idempotency_key=key,
-            body_digest=request_digest(body),
-        )
+        yield
     except IdempotencyConflict:
         raise ApiError(
             422,
@@ -92,6 +88,10 @@ def submit() -> ResponseReturnValue:
             "a request with this Idempotency-Key is still in progress",
             "idempotency_in_progress",
         ) from None
+
+
+def _created(result: Submitted) -> ResponseReturnValue:
+    """202 with the new job and its Location; 200 with the earlier one for a repeated key."""
     if result.created:  # as just committed, without reading it back
         job = result.job
         answer = jsonify(dump_job(job, queries.counts_of(job.items), job.items))
@@ -100,6 +100,37 @@ def submit() -> ResponseReturnValue:
     answer.status_code = 202 if result.created else 200
     answer.headers["Location"] = f"/api/jobs/{result.job.id}"
     return answer
+
+
+@bp.post("")
+def submit() -> ResponseReturnValue:
+    state = orchestrator()
+    body = parse_json_body()
+    key = _idempotency_key()
+    body = _require_object(body)
+    try:
+        data = _submit_schema.load(body)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+    limit = state.settings.max_batch_size
+    if len(data["orders"]) > limit:
+        raise ApiError(
+            422,
+            f"a job takes at most {limit} orders",
+            details={"orders": [f"must contain 1 to {limit} orders"]},
+        )
+    if not data["orders"]:
+        raise ApiError(422, "a job needs at least one order", details={"orders": ["empty"]})
+    with _idempotency_errors():
+        result = submit_job(
+            state.settings,
+            state.celery,
+            data["orders"],
+            token=g.api_token,
+            idempotency_key=key,
+            body_digest=request_digest(body),
+        )
+    return _created(result)
 
 
 def _job_with_items(job_id: str) -> dict[str, Any]:
@@ -157,3 +188,40 @@ def cancel(job_id: str) -> ResponseReturnValue:
             409, f"the job is already {exc.status} and cannot be cancelled", "job_finished"
         ) from None
     return jsonify(_job_with_items(job_id))
+
+
+@bp.post("/<job_id>/resubmit")
+def resubmit(job_id: str) -> ResponseReturnValue:
+    """A new job from items of a finished job; no body (or ``{}``): every item in error."""
+    state = orchestrator()
+    body = parse_json_body() if request.get_data(cache=True) else {}
+    key = _idempotency_key()
+    body = _require_object(body)
+    try:
+        data = _resubmit_schema.load(body)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+    try:
+        with _idempotency_errors():
+            result = resubmit_job(
+                state.settings,
+                state.celery,
+                job_id,
+                data.get("itemIds"),
+                data["confirmUnknown"],
+                priority=data["priority"],
+                token=g.api_token,
+                idempotency_key=key,
+                body_digest=resubmit_digest(job_id, body),
+            )
+    except lifecycle.JobNotFound:
+        raise ApiError(404, f"no job with id {job_id!r}") from None
+    except JobNotFinal as exc:
+        raise ApiError(
+            409,
+            f"the job is still {exc.status}: only a finished job can be resubmitted",
+            "job_not_finished",
+        ) from None
+    except ResubmitRefused as exc:
+        raise ApiError(422, exc.message, exc.code, exc.details) from None
+    return _created(result)

@@ -29,14 +29,25 @@ from marshmallow import ValidationError
 from orchestrator import lifecycle, queries, submission
 from orchestrator.celery_app import create_celery
 from orchestrator.config import Settings, load_settings
+from orchestrator.lifecycle import JobNotFound
+from orchestrator.submission import JobNotFinal, ResubmitRefused
 
 from . import callbacks, errors
-from .schemas import SubmitSchema, dump_job
+from .schemas import ResubmitSchema, SubmitSchema, dump_job
 from .state import Orchestrator, orchestrator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InvalidOrders", "get_job", "init_orchestrator", "submit_job"]
+__all__ = [
+    "InvalidOrders",
+    "JobNotFinal",
+    "JobNotFound",
+    "ResubmitRefused",
+    "get_job",
+    "init_orchestrator",
+    "resubmit_job",
+    "submit_job",
+]
 
 # The callback blueprint nested in one that answers its errors with the JSON envelope
 # (CONTRACT §3), without touching how the host answers its own errors.
@@ -91,6 +102,49 @@ def submit_job(
         )
     result = submission.submit_job(
         state.settings, state.celery, data["orders"], token=scope, idempotency_key=idempotency_key
+    )
+    job = get_job(result.job.id)
+    assert job is not None
+    return job
+
+
+_resubmit_schema = ResubmitSchema()
+
+
+def resubmit_job(
+    job_id: str,
+    item_ids: Sequence[str] | None = None,
+    *,
+    confirm_unknown: bool = False,
+    idempotency_key: str | None = None,
+    scope: str = "host-app",
+) -> dict[str, Any]:
+    """Create a new job from items of a finished job, as ``POST /api/jobs/<id>/resubmit``.
+
+    Without ``item_ids``, every item in ``error``; an ``unknown`` item only with
+    ``confirm_unknown=True`` (a person checked the courier's portal). Returns the new job as
+    the job API shows it (``resubmitOf`` set); a repeat with the same ``idempotency_key``
+    returns it again. Raises JobNotFound, JobNotFinal, or ResubmitRefused (``details`` names
+    each refused item, as the API's 422 does).
+    """
+    state = orchestrator()
+    body: dict[str, Any] = {"confirmUnknown": confirm_unknown}
+    if item_ids is not None:
+        body["itemIds"] = list(item_ids)
+    try:
+        data = _resubmit_schema.load(body)
+    except ValidationError as err:
+        raise ResubmitRefused(
+            "the request failed validation", err.messages_dict, "validation_failed"
+        ) from None
+    result = submission.resubmit_job(
+        state.settings,
+        state.celery,
+        job_id,
+        data.get("itemIds"),
+        data["confirmUnknown"],
+        token=scope,
+        idempotency_key=idempotency_key,
     )
     job = get_job(result.job.id)
     assert job is not None

@@ -63,6 +63,7 @@ def _job_properties() -> dict[str, Any]:
         "dispatchedAt": _nullable(time),
         "deadline": _nullable(time),
         "finishedAt": _nullable(time),
+        "resubmitOf": _nullable({"type": "string", "description": "the job it came from"}),
         "counts": {
             "type": "object",
             "required": ["total", *ITEM_STATUSES],
@@ -115,6 +116,24 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "maxItems": settings.max_batch_size,
                     "items": _ref("Order"),
                 }
+            },
+        },
+        "ResubmitRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "optional; without itemIds every item in error is resubmitted",
+            "properties": {
+                "itemIds": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "description": "items of the job: error ones, or unknown with confirmUnknown",
+                },
+                "confirmUnknown": {
+                    "type": "boolean",
+                    "description": "a person checked the portal: the unknown items listed "
+                    "were not entered",
+                },
+                "priority": {"type": "integer", "minimum": -100, "maximum": 100},
             },
         },
         "Item": {
@@ -334,6 +353,40 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         "responses": {
                             "200": {"description": "cancelled", **job_answer},
                             **_common_errors(401, 404, 409, 503),
+                        },
+                    }
+                },
+                "/api/jobs/{job_id}/resubmit": {
+                    "post": {
+                        "operationId": "resubmitJob",
+                        "summary": "A new job from the error (or confirmed unknown) items of a "
+                        "finished job",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            _job_id_parameter(),
+                            {
+                                "name": "Idempotency-Key",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            },
+                        ],
+                        "requestBody": {
+                            "required": False,
+                            "content": _json(_ref("ResubmitRequest")),
+                        },
+                        "responses": {
+                            "202": {
+                                "description": "the new job (resubmitOf set)",
+                                "headers": location,
+                                **job_answer,
+                            },
+                            "200": {
+                                "description": "an earlier request with this Idempotency-Key",
+                                "headers": location,
+                                **job_answer,
+                            },
+                            **_common_errors(400, 401, 404, 409, 413, 415, 422, 503),
                         },
                     }
                 },

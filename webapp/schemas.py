@@ -56,6 +56,35 @@ class SubmitSchema(Schema):
             seen.add(order["orderId"])
 
 
+class StrictInteger(fields.Integer):
+    """A JSON integer only: no string, fraction or boolean (``True`` is an int in Python)."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON ``true`` or ``false`` only (``1 == True`` in Python, so truthy sets admit 1)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class ResubmitSchema(Schema):
+    """The optional body of ``POST /api/jobs/<id>/resubmit``; no body means the defaults."""
+
+    class Meta:
+        unknown = RAISE
+
+    itemIds = fields.List(fields.String(validate=validate.Length(min=1, max=255)))
+    confirmUnknown = StrictBoolean(load_default=False)
+    priority = StrictInteger(strict=True, load_default=0, validate=validate.Range(-100, 100))
+
+
 class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE  # tolerate cache-busting and other extra query parameters
@@ -147,6 +176,7 @@ class JobOutSchema(Schema):
     dispatchedAt = fields.DateTime("iso", attribute="dispatched_at", dump_only=True)
     deadline = fields.DateTime("iso", dump_only=True)
     finishedAt = fields.DateTime("iso", attribute="finished_at", dump_only=True)
+    resubmitOf = fields.String(attribute="resubmit_of", dump_only=True)
 
 
 _job_out = JobOutSchema()

@@ -157,6 +157,8 @@ class RobotSimulator:
             self._dispatches: dict[str, int] = {}
             self._keys: dict[str, str | None] = {}
             self._accepted: set[str] = set()
+            # The orderIds of each accepted job, in the order received (what reached the robot).
+            self._orders: dict[str, list[str]] = {}
             self._total = self._jobs_accepted = self._active = 0
             self._sent = self._failed = self._attempts = 0
 
@@ -167,6 +169,7 @@ class RobotSimulator:
                 "dispatches": dict(self._dispatches),
                 "totalDispatches": self._total,
                 "idempotencyKeys": dict(self._keys),
+                "orders": {job_id: list(ids) for job_id, ids in self._orders.items()},
                 "jobsAccepted": self._jobs_accepted,
                 "activeJobs": self._active,
                 "eventsSent": self._sent,
@@ -183,12 +186,13 @@ class RobotSimulator:
                 self._dispatches[job_id] = self._dispatches.get(job_id, 0) + 1
                 self._keys[job_id] = idempotency_key
 
-    def accept(self, job_id: str) -> bool:
+    def accept(self, job_id: str, items: list[dict[str, Any]] | None = None) -> bool:
         """Mark a job accepted and active; return False if it already was accepted."""
         with self._lock:
             if job_id in self._accepted:
                 return False
             self._accepted.add(job_id)
+            self._orders[job_id] = [str(item.get("orderId")) for item in items or []]
             self._jobs_accepted += 1
             self._active += 1
             return True
@@ -390,7 +394,7 @@ def create_app(config: SimulatorConfig | None = None) -> Flask:
             return _error(REFUSALS[cfg.mode], "simulated_failure", f"simulated {cfg.mode}")
         if cfg.mode == "redirect_307":
             return Response(status=307, headers={"Location": request.path})
-        if not sim.accept(job_id):
+        if not sim.accept(job_id, body["items"]):
             log.info("job %s: duplicate dispatch, nothing started", job_id)
             return jsonify(duplicate=True, jobId=job_id), 200
         job = _Job(job_id, body["callbackUrl"], body["callbackSecret"], body["items"], cfg)

@@ -95,10 +95,12 @@ OPERATIONS = [
     ("GET", "/api/jobs"),
     ("GET", "/api/jobs/{job_id}"),
     ("POST", "/api/jobs/{job_id}/cancel"),
+    ("POST", "/api/jobs/{job_id}/resubmit"),
     ("POST", "/api/robot/jobs/{job_id}/events"),
     ("GET", "/healthz"),
 ]
 CALLBACK = "/api/robot/jobs/{job_id}/events"
+RESUBMIT = "/api/jobs/{job_id}/resubmit"
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,7 @@ FUZZ_CASES = [
     (method, path, mode)
     for method, path in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if mode == GenerationMode.POSITIVE or path in ("/api/jobs", CALLBACK)
+    if mode == GenerationMode.POSITIVE or path in ("/api/jobs", RESUBMIT, CALLBACK)
 ]
 
 

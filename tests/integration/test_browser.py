@@ -1,4 +1,4 @@
-"""The dashboard in a real headless Chromium against the real processes.
+"""The dashboard in a real headless Chromium against the real processes: submit, cancel, resubmit.
 
 Debian's chromium, driven by Playwright's Python package (never a downloaded browser). The
 screenshot of the finished job page is saved as ``artifacts/dashboard-job-completed.png``.
@@ -137,7 +137,7 @@ def test_submit_through_the_form_and_watch_the_job_complete(system, browser, tmp
     assert sorted(rows) == ["WEB-1", "WEB-2", "WEB-3", "WEB-4"]
     for order, cells in rows.items():
         if order == "WEB-3":
-            assert cells[2:] == ["error", "portal rejected the address"]
+            assert cells[2:4] == ["error", "portal rejected the address"]
         else:
             assert cells[2].strip() == "success"
             assert re.fullmatch(r"CO\d{10}", cells[3].strip())
@@ -190,3 +190,93 @@ def test_cancel_from_the_job_page(system, browser):
         assert page.inner_text("tr[data-order='STUCK-1']").split("\t")[2].strip() == "unknown"
     finally:
         requests.post(f"{system.robot}/_sim/config", json={"mode": "normal"}, timeout=5)
+
+
+def _sign_in_at(system: LocalSystem, browser, path: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.goto(f"{system.base}{path}")
+    page.fill("input[name=password]", system.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{system.base}{path}")
+    return page
+
+
+def _submit_api(system: LocalSystem, orders: list[dict]) -> str:
+    answer = requests.post(
+        f"{system.base}/api/jobs",
+        json={"orders": orders},
+        headers={"Authorization": f"Bearer {system.token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
+def _final(system: LocalSystem, job_id: str) -> dict:
+    final = ("completed", "failed", "cancelled")
+    return wait_until(
+        lambda: (job := _job(system, job_id))["status"] in final and job, 60, "the job to finish"
+    )
+
+
+def test_resubmit_the_error_items_from_the_job_page(system, browser):
+    # The portal rejects every order for a while, then takes them again.
+    requests.post(f"{system.robot}/_sim/config", json={"failure_rate": 1.0}, timeout=5)
+    try:
+        old = _submit_api(system, [{"orderId": f"RE-{n}", "pedidoInput": {"n": n}} for n in (1, 2)])
+        assert [i["status"] for i in _final(system, old)["items"]] == ["error", "error"]
+    finally:
+        requests.post(f"{system.robot}/_sim/config", json={"failure_rate": 0.0}, timeout=5)
+
+    page = _sign_in_at(system, browser, f"/dashboard/jobs/{old}")
+    page.click("button:has-text('Resubmit 2 error items')")
+    page.wait_for_url(re.compile(r".*/dashboard/jobs/[0-9a-f-]{36}$"))
+    new = page.url.rsplit("/", 1)[1]
+    assert new != old
+    assert f"Resubmitted 2 orders of job {old[:8]} as this new job." in page.inner_text("main")
+    assert page.get_attribute("#lineage a", "href") == f"/dashboard/jobs/{old}"
+    page.wait_for_selector("h1 [data-status=completed]", timeout=60_000)
+    for order in ("RE-1", "RE-2"):
+        cells = page.inner_text(f"tr[data-order='{order}']").split("\t")
+        assert cells[2].strip() == "success" and re.fullmatch(r"CO\d{10}", cells[3].strip())
+    page.screenshot(path=str(ARTIFACTS / "dashboard-resubmitted.png"), full_page=True)
+    assert _job(system, new)["resubmitOf"] == old
+
+    # The old job's page links to the new one.
+    page.click("#lineage a")
+    page.wait_for_url(f"{system.base}/dashboard/jobs/{old}")
+    assert page.get_attribute(f"[data-resubmitted-as='{new}']", "href") == f"/dashboard/jobs/{new}"
+
+
+def test_unknown_items_can_be_ticked_only_after_the_portal_check(system, browser):
+    orders = [
+        {"orderId": "UNK-1", "pedidoInput": {}},
+        {"orderId": "UNK-2", "pedidoInput": {"_simulate": "skip"}},  # never reported
+        {"orderId": "UNK-3", "pedidoInput": {"_simulate": "fail"}},
+    ]
+    old = _submit_api(system, orders)
+    items = {i["orderId"]: i for i in _final(system, old)["items"]}
+    assert [items[o]["status"] for o in ("UNK-1", "UNK-2", "UNK-3")] == [
+        "success",
+        "unknown",
+        "error",
+    ]
+    page = _sign_in_at(system, browser, f"/dashboard/jobs/{old}")
+    unknown_box = f"input[form=resubmit-selected][value='{items['UNK-2']['id']}']"
+    assert page.is_disabled(unknown_box)
+    assert page.query_selector(f"input[value='{items['UNK-1']['id']}']") is None  # success
+    page.check("text=I checked the courier's portal: these orders were not entered")
+    assert page.is_enabled(unknown_box)
+    page.check(unknown_box)
+    page.uncheck(f"input[form=resubmit-selected][value='{items['UNK-3']['id']}']")
+    page.click("button:has-text('Resubmit ticked items')")
+    page.wait_for_url(re.compile(r".*/dashboard/jobs/[0-9a-f-]{36}$"))
+    new = page.url.rsplit("/", 1)[1]
+    assert new != old
+    page.wait_for_selector("h1 [data-status=completed]", timeout=60_000)
+    shown = [
+        row.get_attribute("data-order") for row in page.query_selector_all("table.items tbody tr")
+    ]
+    assert shown == ["UNK-2"]
+    assert [i["orderId"] for i in _job(system, new)["items"]] == ["UNK-2"]

@@ -1,4 +1,4 @@
-"""The dashboard's pages: job list, job page with its timeline, submit form, cancel, login."""
+"""The dashboard's pages: jobs, a job with its timeline, submit, cancel, resubmit, login."""
 
 from __future__ import annotations
 
@@ -28,7 +28,14 @@ from werkzeug.exceptions import HTTPException
 from orchestrator import lifecycle, queries
 from orchestrator.batchfile import Batch, api_errors, parse_batch
 from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
-from orchestrator.submission import IdempotencyConflict, IdempotencyInProgress, submit_job
+from orchestrator.submission import (
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    JobNotFinal,
+    ResubmitRefused,
+    resubmit_job,
+    submit_job,
+)
 
 from ..schemas import SubmitSchema
 from ..state import orchestrator
@@ -203,6 +210,11 @@ def _job_context(job_id: str) -> dict[str, Any]:
                 select(Event).where(Event.job_id == job_id).order_by(Event.received_at, Event.id)
             )
         )
+        resubmitted_as = list(
+            session.scalars(
+                select(Job.id).where(Job.resubmit_of == job_id).order_by(Job.created_at, Job.id)
+            )
+        )
     now = utcnow()
     order_ids = {item.id: item.order_id for item in items}
     return {
@@ -212,6 +224,9 @@ def _job_context(job_id: str) -> dict[str, Any]:
         "timeline": job_timeline(job, events, order_ids, now),
         "open": job.status in OPEN_JOB_STATUSES,
         "now": now,
+        "resubmitted_as": resubmitted_as,
+        # Each resubmit form carries its own idempotency key: a double click makes one job.
+        "resubmit_keys": {"errors": uuid.uuid4().hex, "selected": uuid.uuid4().hex},
     }
 
 
@@ -236,6 +251,57 @@ def cancel(job_id: str) -> ResponseReturnValue:
     else:
         flash("Job cancelled. The robot is not told: check the items marked unknown.")
     return redirect(url_for("dashboard.job_page", job_id=job_id), 303)
+
+
+@bp.post("/jobs/<job_id>/resubmit")
+def resubmit(job_id: str) -> ResponseReturnValue:
+    """A new job from the error items, or from the items ticked (unknown ones once confirmed)."""
+    state = orchestrator()
+    submission = request.form.get("submission", "")
+    if not _SUBMISSION_ID.match(submission):
+        submission = uuid.uuid4().hex
+    selected = request.form.get("choice") == "selected"
+    item_ids = request.form.getlist("item") if selected else None
+    back = redirect(url_for("dashboard.job_page", job_id=job_id), 303)
+    try:
+        result = resubmit_job(
+            state.settings,
+            state.celery,
+            job_id,
+            item_ids,
+            request.form.get("confirm_unknown") == "yes",
+            token=f"dashboard:{login.signed_in_user()}",
+            idempotency_key=f"dashboard-resubmit:{submission}",
+        )
+    except lifecycle.JobNotFound:
+        abort(404, f"there is no job {job_id}")
+    except JobNotFinal as exc:
+        flash(f"The job is still {exc.status}: only a finished job can be resubmitted.", "error")
+        return back
+    except ResubmitRefused as exc:
+        flash(_refusal(exc, selected), "error")
+        return back
+    except IdempotencyConflict:
+        flash("This form was already used for other items; choose again.", "error")
+        return back
+    except IdempotencyInProgress:
+        flash("This resubmit is still being created; wait a moment.", "error")
+        return back
+    if result.created:
+        count = len(result.job.items)
+        flash(f"Resubmitted {_orders(count)} of job {job_id[:8]} as this new job.")
+    else:
+        flash("This form was submitted before: here is the job it created.")
+    return redirect(url_for("dashboard.job_page", job_id=result.job.id), 303)
+
+
+def _refusal(exc: ResubmitRefused, selected: bool) -> str:
+    if exc.code == "nothing_to_resubmit":
+        return "Tick at least one item to resubmit." if selected else f"{exc.message}."
+    reasons = exc.details.get("itemIds")
+    if isinstance(reasons, dict):
+        return f"Nothing was resubmitted: {'; '.join(w for why in reasons.values() for w in why)}."
+    return f"Nothing was resubmitted: {exc.message}."
 
 
 # --- submit a batch ---

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from orchestrator import lifecycle
 from orchestrator.cli import main
 from orchestrator.db import session_scope
 from orchestrator.local.processes import free_port, wait_until
+from orchestrator.models import Item
 from orchestrator.robot_events import apply_event
 
 from ..conftest import API_TOKEN
@@ -238,3 +240,98 @@ def test_a_url_that_is_not_the_orchestrator():
         f"error: unexpected answer from {url}/api/jobs (HTTP 200, not JSON): "
         "is this the orchestrator's URL?"
     )
+
+
+# --- resubmit ---
+
+
+def item_ids_by_order(database_url: str, job_id: str) -> dict[str, str]:
+    with session_scope(database_url) as session:
+        rows = session.execute(select(Item.order_id, Item.id).where(Item.job_id == job_id))
+        return {order_id: item_id for order_id, item_id in rows}
+
+
+def orders_of(database_url: str, job_id: str) -> list[str]:
+    with session_scope(database_url) as session:
+        return list(
+            session.scalars(
+                select(Item.order_id).where(Item.job_id == job_id).order_by(Item.position)
+            )
+        )
+
+
+def test_resubmit_the_error_items_of_a_finished_job(
+    cli, csv_file, sqlite_url, make_settings, started
+):
+    old = job_id_of(cli("submit", str(csv_file)).stdout)
+    finish(sqlite_url, make_settings, old)  # K-1 success, K-2 error, K-3 unknown
+
+    result = cli("resubmit", old, "--idempotency-key", "again-1")
+    assert result.exit_code == 0, result.output
+    new = job_id_of(result.stdout)
+    assert result.stdout.strip() == f"job {new} pending: 1 orders, resubmitted from {old}"
+    assert started.job_ids[-1] == new
+    assert orders_of(sqlite_url, new) == ["K-2"]
+    repeat = cli("resubmit", old, "--idempotency-key", "again-1")
+    assert job_id_of(repeat.stdout) == new
+    assert "(the same Idempotency-Key made it before)" in repeat.stdout
+    assert f"resubmitOf   {old}" in cli("status", new).stdout
+
+
+def test_resubmit_unknown_items_needs_confirm_unknown(
+    cli, csv_file, sqlite_url, make_settings, started
+):
+    old = job_id_of(cli("submit", str(csv_file)).stdout)
+    finish(sqlite_url, make_settings, old)
+    items = item_ids_by_order(sqlite_url, old)
+
+    refused = cli("resubmit", old, "--item", items["K-3"], "--item", items["K-1"])
+    assert refused.exit_code == 1
+    lines = refused.stderr.splitlines()
+    assert lines[0] == "error: 2 of the items asked for cannot be resubmitted"
+    assert sorted(lines[1:]) == sorted(
+        [
+            f"error: item {items['K-3']}: order K-3 is unknown: the robot may have entered it;"
+            " check the courier's portal, then resubmit it with confirmUnknown: true",
+            f"error: item {items['K-1']}: order K-1 is success (tracking number CO777): it was"
+            " entered and is never resubmitted",
+        ]
+    )
+
+    def robot() -> None:
+        wait_until(lambda: len(started.job_ids) == 2, 10, "the resubmit")
+        finish(sqlite_url, make_settings, started.job_ids[-1])
+
+    thread = threading.Thread(target=robot)
+    thread.start()
+    confirmed = cli(
+        "resubmit",
+        old,
+        "--item",
+        items["K-2"],
+        "--item",
+        items["K-3"],
+        "--confirm-unknown",
+        "--wait",
+    )
+    thread.join()
+    assert confirmed.exit_code == 0, confirmed.output
+    new = job_id_of(confirmed.stdout)
+    assert orders_of(sqlite_url, new) == ["K-2", "K-3"]
+    assert f"job {new}: completed" in confirmed.stdout
+
+
+def test_resubmit_refusals_are_one_line(cli, csv_file, server, started):
+    open_job = job_id_of(cli("submit", str(csv_file)).stdout)
+    result = cli("resubmit", open_job)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: the job is still pending: only a finished job can be resubmitted"
+    )
+    result = cli("resubmit", "no-such-job")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: no job no-such-job at {server}"
+    cli("cancel", open_job)  # its items: error
+    result = cli("resubmit", open_job, "--item", "no-such-item")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[1] == "error: item no-such-item: not an item of this job"

@@ -27,6 +27,7 @@ JOB_KEYS = {
     "dispatchedAt",
     "deadline",
     "finishedAt",
+    "resubmitOf",
     "counts",
     "items",
 }
@@ -87,6 +88,7 @@ ROUTES = [
     ("get", "/api/jobs"),
     ("get", "/api/jobs/00000000-0000-0000-0000-000000000000"),
     ("post", "/api/jobs/00000000-0000-0000-0000-000000000000/cancel"),
+    ("post", "/api/jobs/00000000-0000-0000-0000-000000000000/resubmit"),
 ]
 BAD_CREDENTIALS = [
     {},
@@ -291,6 +293,7 @@ def test_submit_answers_202_with_the_job_and_starts_it_after_commit(
     assert job["error"] is None
     assert_iso_utc(job["createdAt"])
     assert job["dispatchedAt"] is None and job["deadline"] is None and job["finishedAt"] is None
+    assert job["resubmitOf"] is None
     assert job["counts"] == {
         "total": 2,
         "pending": 2,

@@ -10,6 +10,21 @@
     }
   });
 
+  // Unknown items may have been entered by the robot: they can be ticked for a resubmit only
+  // once the person confirms the portal check (the server refuses them without it too).
+  document.addEventListener("change", function (event) {
+    if (!event.target.hasAttribute("data-unlocks-unknown")) {
+      return;
+    }
+    var confirmed = event.target.checked;
+    document.querySelectorAll("input[data-unknown]").forEach(function (box) {
+      box.disabled = !confirmed;
+      if (!confirmed) {
+        box.checked = false;
+      }
+    });
+  });
+
   var live = document.getElementById("live");
   if (!live) {
     return;

@@ -235,6 +235,7 @@ def test_happy_path_reports_each_item_then_the_batch(make_sim, receiver, http) -
     assert final["dispatches"] == {body["jobId"]: 1}
     assert final["totalDispatches"] == 1
     assert final["idempotencyKeys"] == {body["jobId"]: body["jobId"]}
+    assert final["orders"] == {body["jobId"]: [item["orderId"] for item in body["items"]]}
     assert final["eventsSent"] == 7
     assert final["eventsFailed"] == 0
 

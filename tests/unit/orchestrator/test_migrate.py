@@ -1,0 +1,72 @@
+"""Migration 0004 (jobs.resubmit_of) on SQLite and PostgreSQL, with data in the tables."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, delete, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from orchestrator import lifecycle
+from orchestrator.db import dispose_all, session_scope
+from orchestrator.migrate import alembic_config, downgrade, upgrade
+from orchestrator.models import Item, Job
+
+
+def before_0004(url: str) -> str:
+    """The revision 0004 follows (whatever the chain in front of it is)."""
+    down = ScriptDirectory.from_config(alembic_config(url)).get_revision("0004").down_revision
+    assert isinstance(down, str)
+    return down
+
+
+def new_job(url: str, resubmit_of: str | None = None) -> str:
+    orders = [{"orderId": "ORD-1", "pedidoInput": {"n": 1}}]
+    with session_scope(url) as session:
+        return lifecycle.create_job(session, orders, resubmit_of=resubmit_of).id
+
+
+def columns(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns("jobs")}
+    finally:
+        engine.dispose()
+
+
+def test_down_and_up_again_keeps_every_job_and_item(database_url):
+    old = new_job(database_url)
+    new = new_job(database_url, resubmit_of=old)
+    dispose_all()
+
+    # Down: the column goes, the rows stay (no table is recreated, so nothing cascades).
+    downgrade(database_url, before_0004(database_url))
+    assert "resubmit_of" not in columns(database_url)
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 2
+    engine.dispose()
+
+    upgrade(database_url)
+    assert "resubmit_of" in columns(database_url)
+    with session_scope(database_url) as session:
+        assert session.scalar(select(Job.resubmit_of).where(Job.id == new)) is None
+        assert len(session.scalars(select(Item)).all()) == 2
+
+
+def test_resubmit_of_must_name_a_job(database_url):
+    with pytest.raises(IntegrityError):
+        new_job(database_url, resubmit_of="00000000-0000-0000-0000-000000000000")
+
+
+def test_deleting_the_old_job_sets_resubmit_of_null_and_keeps_the_new_job(database_url):
+    old = new_job(database_url)
+    new = new_job(database_url, resubmit_of=old)
+    with session_scope(database_url) as session:
+        assert session.get(Job, new).resubmit_of == old
+        session.execute(delete(Job).where(Job.id == old))
+    with session_scope(database_url) as session:
+        kept = session.get(Job, new)
+        assert kept is not None and kept.resubmit_of is None
+        assert [item.order_id for item in session.scalars(select(Item))] == ["ORD-1"]
