@@ -47,22 +47,16 @@ def test_dispose_all_closes_this_process_connections(postgres_url):
     assert _backend_pid(postgres_url) != before
 
 
-def _backend_still_there(url: str, pid: int) -> bool:
-    with db.connect(url) as conn:
-        found = conn.scalar(
-            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-        )
-    return bool(found)
-
-
 def _terminate(url: str, pid: int) -> None:
-    outsider = create_engine(url, poolclass=NullPool)  # not this process's pool
+    """End a server backend from outside this process's pool; wait until it is gone."""
+    outsider = create_engine(url, poolclass=NullPool)
     with outsider.connect() as other:
         other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :p")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not other.scalar(gone, {"p": pid}):
+            time.sleep(0.02)
     outsider.dispose()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _backend_still_there(url, pid):
-        time.sleep(0.02)
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced_on_checkout(postgres_url):
