@@ -363,11 +363,20 @@ def deliver(settings: Settings, job_id: str | None) -> float | None:
 
 
 def due_streams(session: Session, limit: int = 500) -> list[str | None]:
-    """Return the streams with a due pending notification (housekeeping's safety net)."""
+    """Return the streams whose first pending notification is due (housekeeping's net)."""
+    earlier = _notes.alias("earlier")
+    blocked = (
+        select(earlier.c.seq)
+        .where(
+            earlier.c.status == NotificationStatus.PENDING.value,
+            earlier.c.seq < _notes.c.seq,
+            earlier.c.job_id.is_not_distinct_from(_notes.c.job_id),
+        )
+        .exists()
+    )
     rows = session.execute(
         select(_notes.c.job_id)
-        .where(_pending, _notes.c.next_attempt_at <= utcnow())
-        .group_by(_notes.c.job_id)
+        .where(_pending, _notes.c.next_attempt_at <= utcnow(), ~blocked)
         .limit(limit)
     )
     return [row.job_id for row in rows]
@@ -403,6 +412,14 @@ def redeliver(session: Session, notification_id: str) -> None:
     if row is None:
         raise NotificationNotFound(notification_id)
     _deliver_after_commit(session, row.job_id)
+
+
+def get_notification(session: Session, notification_id: str) -> Notification:
+    """Return a notification by its id or raise NotificationNotFound."""
+    row = session.scalar(select(Notification).where(Notification.id == notification_id))
+    if row is None:
+        raise NotificationNotFound(notification_id)
+    return row
 
 
 def notification_dict(row: Any) -> dict[str, Any]:

@@ -66,6 +66,15 @@ class ListQuerySchema(Schema):
     cursor = fields.String(validate=validate.Length(min=1, max=500))
 
 
+class NotificationListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # as the job list
+
+    status = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
+    cursor = fields.String(validate=validate.Length(min=1, max=500))
+
+
 # --- robot callbacks (CONTRACT §5): liberal about extra fields, strict about known ones ---
 
 
