@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from orchestrator import notifications, tasks
+from orchestrator import lifecycle, notifications, tasks
 from orchestrator.db import session_scope
 from orchestrator.models import Notification
 from webapp import create_app
@@ -145,3 +145,62 @@ def test_redeliver_with_notifications_off_is_409(
     answer = off.post(f"/api/notifications/{row}/redeliver", headers=AUTH)
     assert answer.status_code == 409 and answer.json["error"]["code"] == "notifications_off"
     assert on is not None
+
+
+# --- the dashboard's notifications page and the job page's section ---
+
+
+def _signed_in(client):
+    from .test_dashboard import sign_in
+
+    assert sign_in(client).status_code == 303
+    return client
+
+
+def test_the_dashboard_lists_failed_and_pending_with_their_error_and_redelivers(
+    client, sqlite_url, enqueued, monkeypatch
+) -> None:
+    monkeypatch.delenv("DASHBOARD_PASSWORD", raising=False)
+    from .test_dashboard import csrf_of
+
+    [failed] = add(sqlite_url, 1, status="failed")
+    [pending] = add(sqlite_url, 1)
+    with session_scope(sqlite_url) as session:
+        session.execute(
+            update(Notification)
+            .where(Notification.id == failed)
+            .values(last_error="answered HTTP 500", attempts=7)
+        )
+    signed = _signed_in(client)
+    page = signed.get("/dashboard/notifications")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert failed in html and pending in html and "answered HTTP 500" in html
+    assert html.count(">Redeliver</button>") == 2
+    enqueued.clear()
+    without_csrf = signed.post(f"/dashboard/notifications/{failed}/redeliver")
+    assert without_csrf.status_code in (400, 403) and enqueued == []
+    answer = signed.post(
+        f"/dashboard/notifications/{failed}/redeliver",
+        data={"csrf_token": csrf_of(html), "back": "https://evil.example/"},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["Location"].endswith("/dashboard/notifications")
+    assert enqueued == [None]
+    after = signed.get("/dashboard/notifications").get_data(as_text=True)
+    assert "will be sent again" in after
+    with session_scope(sqlite_url) as session:
+        row = session.scalar(select(Notification).where(Notification.id == failed))
+        assert row is not None and row.status == "pending"
+
+
+def test_the_job_page_shows_its_notifications(client, sqlite_url, monkeypatch) -> None:
+    monkeypatch.delenv("DASHBOARD_PASSWORD", raising=False)
+    with session_scope(sqlite_url) as session:
+        job_id = lifecycle.create_job(session, [{"orderId": "A", "pedidoInput": {}}]).id
+    with session_scope(sqlite_url) as session:
+        lifecycle.cancel(session, job_id)
+    signed = _signed_in(client)
+    html = signed.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="notifications"' in html and "job.finished" in html
+    assert ">Redeliver</button>" in html
