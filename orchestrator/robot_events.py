@@ -158,8 +158,15 @@ def apply_item_event(
     if conflict:
         log.warning("job %s: conflicting item result refused: %s", job_id, conflict)
         return EventResult(Outcome.CONFLICT, conflict)
-    if late and changed:
-        notifications.record_job(session, notifications.JOB_UPDATED, job_id)
+    if changed and notifications.enabled(session):
+        if not late and conn.scalar(JOB_STATUS, {"the_job": job_id}) not in OPEN_JOB_STATUSES:
+            # A finalize committed between the caller's read of the job's status and this
+            # update, which waited for it (PostgreSQL): the result came late after all. (A
+            # finalize not yet committed settles the items after this one commits, and its
+            # job.finished then shows this result.)
+            late = True
+        if late:
+            notifications.record_job(session, notifications.JOB_UPDATED, job_id)
     return result
 
 

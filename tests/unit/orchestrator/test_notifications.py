@@ -350,3 +350,26 @@ def test_the_body_is_the_same_bytes_on_every_attempt(database_url, notify) -> No
     assert second is not None
     assert notifications.body_of(first) == notifications.body_of(second)
     assert first.id == second.id
+
+
+def test_a_result_applied_after_a_finalize_it_did_not_see_still_records_job_updated(
+    database_url, notify
+) -> None:
+    from orchestrator.robot_events import apply_item_event
+
+    job_id = dispatched_job(database_url, notify)
+    first, _ = item_ids(database_url, job_id)
+    with session_scope(database_url) as session:
+        lifecycle.finalize(session, job_id, lifecycle.Failure("deadline"))
+    # The callback read the job as processing just before that finalize committed.
+    with session_scope(database_url) as session:
+        apply_item_event(
+            session,
+            job_id,
+            "processing",
+            "raced",
+            ITEM_COMPLETED,
+            {"itemId": first, "status": "success", "trackingNumber": "RACE-1"},
+        )
+    kinds = [(r.type, r.payload["items"][0]["trackingNumber"]) for r in rows(database_url)]
+    assert kinds == [("job.finished", None), ("job.updated", "RACE-1")]
