@@ -1,8 +1,8 @@
 """Run the benchmarks: ``python -m bench [--quick] [--redis private|shared] [NAME ...]``.
 
-Names: wake, free, throughput, callbacks, long (or the module names). No name runs all five,
-one after the other (the machine has two cores: they must not overlap). Every figure is a JSON
-line on stdout; progress goes to stderr. Exit status 1 if a benchmark broke (not if it missed
+Names: wake, free, throughput, callbacks, long, notifications (or the module names). No name runs
+all six, one after the other (the machine has two cores: they must not overlap). Every figure is
+a JSON line on stdout; progress goes to stderr. Exit status 1 if a benchmark broke (not if it missed
 its target: that is a figure, reported in its ``summary`` line).
 """
 
@@ -22,6 +22,7 @@ BENCHES = {
     "throughput": "throughput",
     "callbacks": "callbacks",
     "long": "long_deadline",
+    "notifications": "notifications",
 }
 
 

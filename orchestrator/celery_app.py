@@ -11,6 +11,7 @@ from celery.signals import worker_process_init
 from celery.worker.consumer import Consumer
 from redis.exceptions import RedisError
 
+from . import notifications, tasks
 from .config import Settings, load_settings_or_exit
 from .db import dispose_all
 from .lifecycle import JobNotFound
@@ -37,6 +38,9 @@ def create_celery(settings: Settings) -> Celery:
         orchestrator_settings=settings,
     )
     app.steps["worker"].add(ReportListener)
+    # The outbox enqueues each stream's delivery after the commit that wrote it; looked up
+    # by name at each call, so that tests can record it instead.
+    notifications.init_outbox(settings, lambda job_id: tasks.enqueue_delivery(app, job_id))
     return app
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -40,6 +42,10 @@ class Settings:
     max_batch_size: int = 500
     max_body_bytes: int = 2_097_152
     port: int = 5000
+    notify_url: str = ""
+    notify_secret: str = field(default="", repr=False)
+    notify_backoff_seconds: float = 10.0
+    notify_give_up_seconds: float = 86400.0
     # Not in the contract: operational knobs with safe defaults (README, "Operations").
     housekeeping_interval_seconds: float = 15.0
     rekick_after_seconds: float = 120.0
@@ -54,8 +60,14 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Return every secret value that must never reach a log or a response."""
-        values = [*self.api_tokens, self.robot_api_token or "", self.robot_callback_secret]
-        for url in (self.database_url, self.redis_url, self.broker_url):
+        values = [
+            *self.api_tokens,
+            self.robot_api_token or "",
+            self.robot_callback_secret,
+            self.notify_secret,
+            self.notify_secret.removeprefix("whsec_"),
+        ]
+        for url in (self.database_url, self.redis_url, self.broker_url, self.notify_url):
             password = urlsplit(url).password
             if password:
                 values.append(password)
@@ -110,6 +122,18 @@ def _http_url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _webhook_secret(name: str, raw: str) -> str:
+    body = raw.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not raw.startswith("whsec_") or not key:
+        # Never echo the value: it is a secret.
+        raise ConfigError(f"{name} must be a Standard Webhooks secret: whsec_ and base64")
+    return raw
+
+
 def normalize_database_url(url: str) -> str:
     """Rewrite Heroku-style ``postgres://`` URLs for SQLAlchemy 2 and psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
@@ -140,6 +164,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_BATCH_SIZE": ("max_batch_size", _int),
     "MAX_BODY_BYTES": ("max_body_bytes", _int),
     "PORT": ("port", lambda n, v: _int(n, v, minimum=0)),
+    # Sent to exactly as written: a receiver's route may end with a slash.
+    "NOTIFY_URL": ("notify_url", lambda n, v: _http_url(n, v) and v),
+    "NOTIFY_SECRET": ("notify_secret", _webhook_secret),
+    "NOTIFY_BACKOFF_SECONDS": ("notify_backoff_seconds", lambda n, v: _float(n, v, 0.001)),
+    "NOTIFY_GIVE_UP_SECONDS": ("notify_give_up_seconds", _float),
     "HOUSEKEEPING_INTERVAL_SECONDS": (
         "housekeeping_interval_seconds",
         lambda n, v: _float(n, v, minimum=0.1),
@@ -173,6 +202,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         attr = _PARSERS[name][0]
         if not values.get(attr):
             raise ConfigError(f"{name} is required (set it, or APP_ENV=development)")
+    if values.get("notify_url") and not values.get("notify_secret"):
+        raise ConfigError("NOTIFY_SECRET is required when NOTIFY_URL is set")
     if "wait_poll_max_seconds" not in values:
         # The poll is only the safety net (the wake-up is the report's message): sleep as
         # long as the broker allows, half its visibility timeout.

@@ -21,6 +21,8 @@ from sqlalchemy.sql.dml import Insert
 PING_AFTER_IDLE_SECONDS = 10.0
 
 _factories: dict[tuple[int, str], sessionmaker[Session]] = {}
+# Session.info entries given to every session on a URL (kept across dispose_all and forks).
+_session_info: dict[str, dict[str, Any]] = {}
 
 
 def make_engine(url: str) -> Engine:
@@ -88,9 +90,18 @@ def session_factory(url: str) -> sessionmaker[Session]:
     key = (os.getpid(), url)
     factory = _factories.get(key)
     if factory is None:
-        factory = sessionmaker(make_engine(url), expire_on_commit=False)
+        info = dict(_session_info.get(url, {}))
+        factory = sessionmaker(make_engine(url), expire_on_commit=False, info=info)
         _factories[key] = factory
     return factory
+
+
+def configure_sessions(url: str, **info: Any) -> None:
+    """Give every session this process opens on ``url`` these ``Session.info`` entries."""
+    _session_info.setdefault(url, {}).update(info)
+    factory = _factories.get((os.getpid(), url))
+    if factory is not None:
+        factory.configure(info=dict(_session_info[url]))
 
 
 def connect(url: str) -> Connection:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
+from . import notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -147,8 +148,10 @@ _CLOSE = {
     for guard, condition in (
         ("unreported", _jobs.c.report.is_(None)),
         ("reported", _jobs.c.report == bindparam("the_report")),
+        ("any", true()),  # a cancel wins over a report not yet applied
     )
 }
+_DISPATCHED_AT = select(_jobs.c.dispatched_at).where(_this_job)
 _SETTLE_ITEMS = (
     update(_items)
     .where(_items.c.job_id == bindparam("the_job"), _items.c.status.in_(UNREPORTED_ITEM_STATUSES))
@@ -219,20 +222,28 @@ def _close(
     job_id: str,
     status: JobStatus,
     error: str | None,
-    item_status: ItemStatus,
+    item_status: ItemStatus | None,
     report: str | None,
+    guard: str | None = None,
 ) -> JobStatus | None:
-    """Compare-and-set the job to a final state, then settle its unreported items."""
+    """Compare-and-set the job to a final state, settle its unreported items, record it.
+
+    Every transition to a final state passes here: the ``job.finished`` notification is
+    written in the same transaction (CONTRACT §8). ``item_status`` None: ``unknown`` if the
+    dispatch began, else ``error`` (read under the job's row lock, which the update holds).
+    """
     conn = session.connection()
     now = utcnow()
     params = {"the_job": job_id, "new_status": status.value, "new_error": error, "now": now}
-    if report is None:
-        closed = conn.execute(_CLOSE["unreported"], params).rowcount
-    else:
-        closed = conn.execute(_CLOSE["reported"], {**params, "the_report": report}).rowcount
+    guard = guard or ("unreported" if report is None else "reported")
+    closed = conn.execute(_CLOSE[guard], {**params, "the_report": report}).rowcount
     if not closed:
         return None
+    if item_status is None:
+        began = conn.scalar(_DISPATCHED_AT, {"the_job": job_id}) is not None
+        item_status = ItemStatus.UNKNOWN if began else ItemStatus.ERROR
     conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
+    notifications.record_job(session, notifications.JOB_FINISHED, job_id)
     log.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
     return status
 
@@ -282,22 +293,12 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
 
 def cancel(session: Session, job_id: str) -> Job:
     """Cancel an open job; unreported items become unknown if dispatch began, else error."""
-    job = get_job(session, job_id)
-    now = utcnow()
-    cancelled = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))
-        .values(status=JobStatus.CANCELLED, error="cancelled by a client", finished_at=now)
-    ).rowcount
+    get_job(session, job_id)
+    # The dispatch time is read under the row lock the close holds: a dispatch claim either
+    # committed before us (dispatched_at set) or will find the job closed.
+    cancelled = _close(
+        session, job_id, JobStatus.CANCELLED, "cancelled by a client", None, None, guard="any"
+    )
     if not cancelled:
         raise TransitionRefused(job_id, get_job(session, job_id).status, "cancelled")
-    # Re-read under the row lock we now hold: a dispatch claim either committed before us
-    # (dispatched_at set) or will find the job closed.
-    job = get_job(session, job_id)
-    item_status = ItemStatus.UNKNOWN if job.dispatched_at is not None else ItemStatus.ERROR
-    session.execute(
-        update(Item)
-        .where(Item.job_id == job_id, Item.status.in_(UNREPORTED_ITEM_STATUSES))
-        .values(status=item_status, updated_at=now)
-    )
     return get_job(session, job_id)

@@ -1,4 +1,4 @@
-"""Database tables: jobs, their items, received robot events and idempotency keys."""
+"""Database tables: jobs, their items, robot events, idempotency keys and notifications."""
 
 from __future__ import annotations
 
@@ -161,3 +161,40 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     __table_args__ = (UniqueConstraint("token_digest", "key"),)
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Notification(Base):
+    """One notification to NOTIFY_URL (CONTRACT §8), written in the transaction it reports."""
+
+    __tablename__ = "notifications"
+
+    # Creation order, also across processes: a job's notifications go out by this.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The webhook-id of every attempt, and the id the API shows.
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    # The body's "data", as it was when the row was written.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default=NotificationStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Retries go on until NOTIFY_GIVE_UP_SECONDS after this: the creation, or a redelivery.
+    retry_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Due time while pending (moved forward as a lease while an attempt runs); else null.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    )

@@ -1,4 +1,4 @@
-"""Read-side queries of the job API: item counts and newest-first pages."""
+"""Read-side queries of the job API: the one job view, item counts and newest-first pages."""
 
 from __future__ import annotations
 
@@ -42,6 +42,56 @@ def job_as_shown(conn: Connection, job_id: str) -> tuple[RowMapping, list[RowMap
     if job is None:
         return None
     return job, list(conn.execute(_ITEMS_SHOWN, {"the_job": job_id}).mappings())
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _field(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, RowMapping) else getattr(row, name)
+
+
+def job_dict(
+    job: Any, counts: dict[str, int], items: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """Return the job as ``GET /api/jobs/<id>`` shows it (ORM object or row mapping).
+
+    The one shape of a job for the API, the library and the notifications' ``data``: a field
+    added here appears in all of them. Without ``items`` it is the job list's summary.
+    """
+    body: dict[str, Any] = {
+        "id": _field(job, "id"),
+        "status": _field(job, "status"),
+        "error": _field(job, "error"),
+        "createdAt": _iso(_field(job, "created_at")),
+        "dispatchedAt": _iso(_field(job, "dispatched_at")),
+        "deadline": _iso(_field(job, "deadline")),
+        "finishedAt": _iso(_field(job, "finished_at")),
+        "resubmitOf": _field(job, "resubmit_of"),
+        "counts": counts,
+    }
+    if items is not None:
+        body["items"] = [
+            {
+                "id": _field(item, "id"),
+                "orderId": _field(item, "order_id"),
+                "status": _field(item, "status"),
+                "trackingNumber": _field(item, "tracking_number"),
+                "error": _field(item, "error"),
+            }
+            for item in items
+        ]
+    return body
+
+
+def job_view(conn: Connection, job_id: str) -> dict[str, Any] | None:
+    """Return the job with its items as ``GET /api/jobs/<id>`` shows it; None if unknown."""
+    shown = job_as_shown(conn, job_id)
+    if shown is None:
+        return None
+    job, items = shown
+    return job_dict(job, counts_of(items), items)
 
 
 def item_counts(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:

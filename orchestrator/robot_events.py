@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from . import notifications
 from .db import InsertOrSkip
 from .models import (
     FINAL_ITEM_STATUSES,
@@ -140,6 +141,11 @@ def apply_item_event(
     now = utcnow()
     late = job_status not in OPEN_JOB_STATUSES
     keys = {"the_job": job_id, "the_item": data["itemId"], "now": now}
+    if late and notifications.enabled(session):
+        # Late results of one job change it one transaction at a time (the job's row lock,
+        # taken before any item's, as a batch report does): each job.updated snapshot
+        # holds the results committed before it, and the snapshots are in creation order.
+        conn.execute(_LOCK_JOB, {"the_job": job_id})
     if not _record(conn, job_id, webhook_id, event_type, data, late, now):
         _read_item(conn, keys)  # the contract answers 422 before "duplicate"
         return EventResult(Outcome.DUPLICATE)
@@ -148,10 +154,19 @@ def apply_item_event(
         if conn.scalar(_MARK_STARTED, keys) is None:
             raise UnknownItem(data["itemId"])
         return result
-    conflict = _apply_result(conn, keys, data)
+    changed, conflict = _apply_result(conn, keys, data)
     if conflict:
         log.warning("job %s: conflicting item result refused: %s", job_id, conflict)
         return EventResult(Outcome.CONFLICT, conflict)
+    if changed and notifications.enabled(session):
+        if not late and conn.scalar(JOB_STATUS, {"the_job": job_id}) not in OPEN_JOB_STATUSES:
+            # A finalize committed between the caller's read of the job's status and this
+            # update, which waited for it (PostgreSQL): the result came late after all. (A
+            # finalize not yet committed settles the items after this one commits, and its
+            # job.finished then shows this result.)
+            late = True
+        if late:
+            notifications.record_job(session, notifications.JOB_UPDATED, job_id)
     return result
 
 
@@ -171,14 +186,18 @@ def apply_batch_event(
     if not _record(conn, job_id, webhook_id, event_type, data, late, now):
         return EventResult(Outcome.DUPLICATE)
     result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
+    changed_any = False
     for entry in data.get("items") or []:
         keys = {"the_job": job_id, "the_item": entry["itemId"], "now": now}
-        conflict = _apply_result(conn, keys, entry)
+        changed, conflict = _apply_result(conn, keys, entry)
+        changed_any |= changed
         if conflict:
             log.warning("job %s: batch report entry ignored: %s", job_id, conflict)
             result.ignored.append(conflict)
     if not late:
         result.report = _record_report(conn, job_id, event_type, data, now)
+    elif changed_any:
+        notifications.record_job(session, notifications.JOB_UPDATED, job_id)
     return result
 
 
@@ -212,14 +231,16 @@ def _result_values(result: dict[str, Any]) -> dict[str, Any]:
     return {"new_status": result["status"], "new_tracking_number": tracking, "new_error": error}
 
 
-def _apply_result(conn: Connection, keys: dict[str, Any], result: dict[str, Any]) -> str | None:
-    """Apply one item result; return a conflict message when the item differs, else None."""
+def _apply_result(
+    conn: Connection, keys: dict[str, Any], result: dict[str, Any]
+) -> tuple[bool, str | None]:
+    """Apply one item result; return (whether the item changed, a conflict message or None)."""
     if conn.scalar(_APPLY_RESULT, {**keys, **_result_values(result)}) is not None:
-        return None
+        return True, None
     item = _read_item(conn, keys)
     if _same_result(item, result):
-        return None
-    return (
+        return False, None
+    return False, (
         f"item {item.id} ({item.order_id}) is already {item.status}"
         f"{' with ' + item.tracking_number if item.tracking_number else ''}"
     )

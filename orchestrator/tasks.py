@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import housekeeping, lifecycle, robot_client
+from . import housekeeping, lifecycle, notifications, robot_client
 from .config import Settings
 from .db import session_scope
 from .rendezvous import Rendezvous, get_redis
@@ -70,6 +70,11 @@ def job_chain(app: Celery, job_id: str, settings: Settings) -> Any:
 def start_job(app: Celery, job_id: str, settings: Settings) -> None:
     """Enqueue a committed job's chain."""
     job_chain(app, job_id, settings).apply_async()
+
+
+def enqueue_delivery(app: Celery, job_id: str | None) -> None:
+    """Enqueue the delivery of a stream's notifications (after the commit that wrote them)."""
+    app.send_task("orchestrator.deliver_notifications", args=(job_id,))
 
 
 @shared_task(name="orchestrator.mark_processing", bind=True)
@@ -202,6 +207,30 @@ def fail_job(request: Any, exc: BaseException, traceback: Any) -> None:
         lifecycle.finalize(session, job_id, lifecycle.Failure(reason, may_have_it))
 
 
+@shared_task(name="orchestrator.deliver_notifications", bind=True)
+def deliver_notifications(self: Task, job_id: str | None = None) -> None:
+    """Send the due notifications of one job (None: those about no job), in order.
+
+    A failed attempt schedules the next one as a new message of this task with a countdown
+    (no Celery autoretry: the retry time is the notification's, stored in its row);
+    housekeeping enqueues any due stream all the same, should that message be lost.
+    """
+    settings = _settings()
+    if not settings.notify_url:
+        return
+    try:
+        retry_in = notifications.deliver(settings, job_id)
+        if retry_in is not None:
+            # A little after the due time, never longer than the broker allows a countdown.
+            countdown = min(retry_in + 0.05, settings.wait_poll_max_seconds)
+            self.signature((job_id,), countdown=countdown).apply_async()
+    except INFRASTRUCTURE_ERRORS:
+        log.warning(
+            "job %s: notifications wait: database or broker unreachable; housekeeping retries",
+            job_id,
+        )
+
+
 @shared_task(name="orchestrator.housekeeping")
 def run_housekeeping() -> dict[str, int]:
     """Settle reported and overdue jobs and restart stalled ones, from the database."""
@@ -219,6 +248,17 @@ def run_housekeeping() -> dict[str, int]:
     for job_id in stalled:
         log.warning("job %s was never dispatched; starting its chain again", job_id)
         start_job(current_app, job_id, settings)
+    streams: list[str | None] = []
+    if settings.notify_url:
+        with session_scope(settings.database_url) as session:
+            streams = notifications.due_streams(session)
+        for stream in streams:
+            enqueue_delivery(current_app, stream)
     if settled or stalled:
         log.info("housekeeping: settled %d jobs, restarted %d", settled, len(stalled))
-    return {"settled": settled, "restarted": len(stalled), "purgedKeys": purged}
+    return {
+        "settled": settled,
+        "restarted": len(stalled),
+        "purgedKeys": purged,
+        "notificationStreams": len(streams),
+    }

@@ -28,7 +28,7 @@ from orchestrator.submission import (
 from .auth import require_token
 from .errors import ApiError
 from .jsonbody import loads_strict
-from .schemas import ListQuerySchema, ResubmitSchema, SubmitSchema, dump_job
+from .schemas import ListQuerySchema, ResubmitSchema, SubmitSchema
 from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
@@ -94,7 +94,7 @@ def _created(result: Submitted) -> ResponseReturnValue:
     """202 with the new job and its Location; 200 with the earlier one for a repeated key."""
     if result.created:  # as just committed, without reading it back
         job = result.job
-        answer = jsonify(dump_job(job, queries.counts_of(job.items), job.items))
+        answer = jsonify(queries.job_dict(job, queries.counts_of(job.items), job.items))
     else:
         answer = jsonify(_job_with_items(result.job.id))
     answer.status_code = 202 if result.created else 200
@@ -135,11 +135,10 @@ def submit() -> ResponseReturnValue:
 
 def _job_with_items(job_id: str) -> dict[str, Any]:
     with orchestrator().read_connection() as conn:
-        shown = queries.job_as_shown(conn, job_id)
-    if shown is None:
+        job = queries.job_view(conn, job_id)
+    if job is None:
         raise ApiError(404, f"no job with id {job_id!r}")
-    job, items = shown
-    return dump_job(job, queries.counts_of(items), items)
+    return job
 
 
 @bp.get("/<job_id>")
@@ -169,7 +168,7 @@ def list_jobs() -> ResponseReturnValue:
     with orchestrator().session() as session:
         jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after)
         counts = queries.item_counts(session, [job.id for job in jobs])
-        body = [dump_job(job, counts[job.id]) for job in jobs]
+        body = [queries.job_dict(job, counts[job.id]) for job in jobs]
     next_cursor = None
     if more and jobs:
         last = jobs[-1]

@@ -26,14 +26,14 @@ from typing import Any
 from flask import Blueprint, Flask
 from marshmallow import ValidationError
 
-from orchestrator import lifecycle, queries, submission
+from orchestrator import queries, submission
 from orchestrator.celery_app import create_celery
 from orchestrator.config import Settings, load_settings
 from orchestrator.lifecycle import JobNotFound
 from orchestrator.submission import JobNotFinal, ResubmitRefused
 
 from . import callbacks, errors
-from .schemas import ResubmitSchema, SubmitSchema, dump_job
+from .schemas import ResubmitSchema, SubmitSchema
 from .state import Orchestrator, orchestrator
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,5 @@ def resubmit_job(
 
 def get_job(job_id: str) -> dict[str, Any] | None:
     """Return the job with its items and counts as the job API shows it, or None."""
-    with orchestrator().session() as session:
-        try:
-            job = lifecycle.get_job(session, job_id)
-        except lifecycle.JobNotFound:
-            return None
-        items = queries.job_items(session, job_id)
-        counts = queries.item_counts(session, [job_id])[job_id]
-        return dump_job(job, counts, items)
+    with orchestrator().read_connection() as conn:
+        return queries.job_view(conn, job_id)

@@ -19,6 +19,7 @@ from .state import orchestrator
 # Strings stored in text columns may hold no control characters (README, "choices").
 NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
 JOB_STATUSES = ["pending", "processing", "completed", "failed", "cancelled"]
+NOTIFICATION_STATUSES = ["pending", "delivered", "failed"]
 ITEM_STATUSES = ["pending", "processing", "success", "error", "unknown"]
 EVENT_TYPES = [
     "robot.item.started",
@@ -168,6 +169,39 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "nextCursor": _nullable({"type": "string"}),
             },
         },
+        "Notification": {
+            "type": "object",
+            "required": [
+                "id",
+                "type",
+                "jobId",
+                "status",
+                "attempts",
+                "lastError",
+                "createdAt",
+                "deliveredAt",
+                "nextAttemptAt",
+            ],
+            "properties": {
+                "id": {"type": "string", "description": "the webhook-id of every attempt"},
+                "type": {"type": "string"},
+                "jobId": _nullable({"type": "string"}),
+                "status": {"type": "string", "enum": NOTIFICATION_STATUSES},
+                "attempts": {"type": "integer", "minimum": 0},
+                "lastError": _nullable({"type": "string"}),
+                "createdAt": {"type": "string", "format": "date-time"},
+                "deliveredAt": _nullable({"type": "string", "format": "date-time"}),
+                "nextAttemptAt": _nullable({"type": "string", "format": "date-time"}),
+            },
+        },
+        "NotificationList": {
+            "type": "object",
+            "required": ["notifications", "nextCursor"],
+            "properties": {
+                "notifications": {"type": "array", "items": _ref("Notification")},
+                "nextCursor": _nullable({"type": "string"}),
+            },
+        },
         "RobotEvent": {
             "type": "object",
             "required": ["type", "data"],
@@ -273,7 +307,10 @@ def build_document(settings: Settings) -> dict[str, Any]:
         "info": {
             "title": "Robot-job orchestrator",
             "version": "1",
-            "description": "The job API (CONTRACT §3) and the robot's callbacks (CONTRACT §5).",
+            "description": (
+                "The job and notification APIs (CONTRACT §3, §8) and the robot's callbacks "
+                "(CONTRACT §5)."
+            ),
         },
         "paths": _with_server_answers(
             {
@@ -387,6 +424,60 @@ def build_document(settings: Settings) -> dict[str, Any]:
                                 **job_answer,
                             },
                             **_common_errors(400, 401, 404, 409, 413, 415, 422, 503),
+                        },
+                    }
+                },
+                "/api/notifications": {
+                    "get": {
+                        "operationId": "listNotifications",
+                        "summary": "List notifications to NOTIFY_URL, newest first",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            {
+                                "name": "status",
+                                "in": "query",
+                                "schema": {"type": "string", "enum": NOTIFICATION_STATUSES},
+                            },
+                            {
+                                "name": "limit",
+                                "in": "query",
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                            },
+                            {
+                                "name": "cursor",
+                                "in": "query",
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 500},
+                                "description": "nextCursor of an earlier page (opaque)",
+                            },
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "a page",
+                                "content": _json(_ref("NotificationList")),
+                            },
+                            **_common_errors(401, 422, 503),
+                        },
+                    }
+                },
+                "/api/notifications/{notification_id}/redeliver": {
+                    "post": {
+                        "operationId": "redeliverNotification",
+                        "summary": "Send a notification again with the same webhook-id",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            {
+                                "name": "notification_id",
+                                "in": "path",
+                                "required": True,
+                                "schema": {"type": "string"},
+                            }
+                        ],
+                        "responses": {
+                            "202": {
+                                "description": "pending and due now",
+                                "content": _json(_ref("Notification")),
+                            },
+                            **_common_errors(401, 404, 409, 503),
                         },
                     }
                 },

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from marshmallow import (
@@ -96,6 +95,15 @@ class ListQuerySchema(Schema):
     cursor = fields.String(validate=validate.Length(min=1, max=500))
 
 
+class NotificationListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # as the job list
+
+    status = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
+    cursor = fields.String(validate=validate.Length(min=1, max=500))
+
+
 # --- robot callbacks (CONTRACT §5): liberal about extra fields, strict about known ones ---
 
 
@@ -158,37 +166,3 @@ class EventSchema(Schema):
 
 
 # --- answers ---
-
-
-class ItemOutSchema(Schema):
-    id = fields.String(dump_only=True)
-    orderId = fields.String(attribute="order_id", dump_only=True)
-    status = fields.String(dump_only=True)
-    trackingNumber = fields.String(attribute="tracking_number", dump_only=True)
-    error = fields.String(dump_only=True)
-
-
-class JobOutSchema(Schema):
-    id = fields.String(dump_only=True)
-    status = fields.String(dump_only=True)
-    error = fields.String(dump_only=True)
-    createdAt = fields.DateTime("iso", attribute="created_at", dump_only=True)
-    dispatchedAt = fields.DateTime("iso", attribute="dispatched_at", dump_only=True)
-    deadline = fields.DateTime("iso", dump_only=True)
-    finishedAt = fields.DateTime("iso", attribute="finished_at", dump_only=True)
-    resubmitOf = fields.String(attribute="resubmit_of", dump_only=True)
-
-
-_job_out = JobOutSchema()
-_items_out = ItemOutSchema(many=True)
-
-
-def dump_job(
-    job: Any, counts: dict[str, int], items: Sequence[Any] | None = None
-) -> dict[str, Any]:
-    """Return the job as the API shows it (ORM objects or row mappings); with ``items``."""
-    body: dict[str, Any] = _job_out.dump(job)
-    body["counts"] = counts
-    if items is not None:
-        body["items"] = _items_out.dump(items)
-    return body

@@ -9,9 +9,9 @@ The last 10 % of such a limit is counted exactly as long as ``SYNC_EVERY`` times
 processes stays below it; smaller limits are counted exactly, request by request. They are
 configurable and generous by default:
 
-* ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` — requests
-  without a valid token share one bucket per client address, so guessing tokens is throttled
-  too;
+* ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` and
+  ``/api/notifications`` — requests without a valid token share one bucket per client
+  address, so guessing tokens is throttled too;
 * ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): per client address on
   ``/api/robot/…``.
 
@@ -153,10 +153,13 @@ def init_app(app: Flask) -> None:
     app.after_request(_secure_headers)
 
 
+_API_ROOTS = ("/api/jobs", "/api/notifications")
+
+
 def _scope() -> tuple[str, str] | None:
     """Return (limit name, bucket) of this request, or None when no limit applies."""
     path = request.path
-    if path == "/api/jobs" or path.startswith("/api/jobs/"):
+    if path in _API_ROOTS or path.startswith(tuple(f"{root}/" for root in _API_ROOTS)):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         accepted = orchestrator().settings.api_tokens

@@ -4,7 +4,9 @@ Every dispatch attempt appends its job id to ``$FAULT_HOOK_DIR/attempts.log``: a
 attempts made by any worker, whatever the robot saw (a refused connection included). An order
 whose ``pedidoInput`` has ``"_fault": "hold_before_send"`` or ``"hold_after_send"`` makes the
 dispatch write ``$FAULT_HOOK_DIR/held-<job id>`` at that point and then hang (bounded), so that
-a test can kill the worker exactly there. Never loaded in production.
+a test can kill the worker exactly there. While ``$FAULT_HOOK_DIR/hold-notifications`` exists,
+a notification's send writes ``$FAULT_HOOK_DIR/held-notification-<id>`` after its claim and
+hangs (bounded) before the POST. Never loaded in production.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator import robot_client
+from orchestrator import notifications, robot_client
 
 HOLD_SECONDS = 120  # the test kills the worker long before; bounded all the same
 
 _real_dispatch = robot_client.dispatch
+_real_send = notifications.send
 
 
 def _directory() -> Path:
@@ -50,4 +53,12 @@ def dispatch(ticket: Any, settings: Any, session: Any = None) -> Any:
     return answer
 
 
+def send(settings: Any, claim: Any) -> Any:
+    if (_directory() / "hold-notifications").exists():
+        (_directory() / f"held-notification-{claim.id}").write_text(claim.type)
+        time.sleep(HOLD_SECONDS)
+    return _real_send(settings, claim)
+
+
 robot_client.dispatch = dispatch
+notifications.send = send

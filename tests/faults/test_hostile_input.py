@@ -98,6 +98,8 @@ OPERATIONS = [
     ("POST", "/api/jobs/{job_id}/resubmit"),
     ("POST", "/api/robot/jobs/{job_id}/events"),
     ("GET", "/healthz"),
+    ("GET", "/api/notifications"),
+    ("POST", "/api/notifications/{notification_id}/redeliver"),
 ]
 CALLBACK = "/api/robot/jobs/{job_id}/events"
 RESUBMIT = "/api/jobs/{job_id}/resubmit"
@@ -141,7 +143,8 @@ FUZZ_CASES = [
     (method, path, mode)
     for method, path in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if mode == GenerationMode.POSITIVE or path in ("/api/jobs", RESUBMIT, CALLBACK)
+    if mode == GenerationMode.POSITIVE
+    or path in ("/api/jobs", RESUBMIT, "/api/notifications", CALLBACK)
 ]
 
 
@@ -158,7 +161,8 @@ def test_schemathesis_finds_no_server_error_no_schema_violation_no_change_on_rej
     if "{job_id}" in path:
         # Half the cases aim at a job that exists; the rest at whatever is generated.
         fixed = {"path_parameters": {"job_id": job_on(r)["id"]}}
-    auth = {"headers": dict(AUTH)} if path.startswith("/api/jobs") else {}
+    authed = path.startswith(("/api/jobs", "/api/notifications"))
+    auth = {"headers": dict(AUTH)} if authed else {}
     strategy = operation.as_strategy(mode, **auth, **fixed) | operation.as_strategy(mode, **auth)
     seen: dict[int, int] = {}
 

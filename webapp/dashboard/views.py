@@ -25,7 +25,7 @@ from marshmallow import ValidationError
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from orchestrator import lifecycle, queries
+from orchestrator import lifecycle, notifications, queries
 from orchestrator.batchfile import Batch, api_errors, parse_batch
 from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
@@ -215,9 +215,12 @@ def _job_context(job_id: str) -> dict[str, Any]:
                 select(Job.id).where(Job.resubmit_of == job_id).order_by(Job.created_at, Job.id)
             )
         )
+
+        notes, _ = notifications.page_of_notifications(session, None, 50, None, job_id=job_id)
     now = utcnow()
     order_ids = {item.id: item.order_id for item in items}
     return {
+        "notifications": notes,
         "job": job,
         "items": items,
         "counts": counts,
@@ -302,6 +305,47 @@ def _refusal(exc: ResubmitRefused, selected: bool) -> str:
     if isinstance(reasons, dict):
         return f"Nothing was resubmitted: {'; '.join(w for why in reasons.values() for w in why)}."
     return f"Nothing was resubmitted: {exc.message}."
+
+
+# --- notifications (CONTRACT §8) ---
+
+
+@bp.get("/notifications")
+def notifications_page() -> ResponseReturnValue:
+    with orchestrator().session() as session:
+        totals = notifications.status_counts(session)
+        pending, _ = notifications.page_of_notifications(session, "pending", PAGE_SIZE, None)
+        failed, _ = notifications.page_of_notifications(session, "failed", PAGE_SIZE, None)
+        enabled = notifications.enabled(session)
+    return render_template(
+        "dashboard/notifications.html",
+        totals=totals,
+        pending=pending,
+        failed=failed,
+        enabled=enabled,
+        now=utcnow(),
+    )
+
+
+@bp.post("/notifications/<notification_id>/redeliver")
+def redeliver(notification_id: str) -> ResponseReturnValue:
+    with orchestrator().session() as session:
+        try:
+            notifications.redeliver(session, notification_id)
+        except notifications.NotificationNotFound:
+            abort(404, f"there is no notification {notification_id}")
+        if not notifications.enabled(session):
+            flash("Notifications are off (NOTIFY_URL is not set): nothing was sent.", "error")
+        else:
+            session.commit()  # the delivery is enqueued after this commit
+            flash(f"Notification {notification_id} will be sent again, with the same id.")
+    back = request.form.get("back", "")
+    if not _SAFE_BACK.match(back):
+        back = url_for("dashboard.notifications_page")
+    return redirect(back, 303)
+
+
+_SAFE_BACK = re.compile(r"^/dashboard/(notifications|jobs/[0-9a-f-]{36})$")
 
 
 # --- submit a batch ---
