@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -128,7 +129,12 @@ _RECORD_RESULT = (
     .values(dispatch_result=bindparam("new_result"))
 )
 _FINALIZE_FACTS = select(
-    _jobs.c.status, _jobs.c.report, _jobs.c.report_error, _jobs.c.dispatched_at, _jobs.c.deadline
+    _jobs.c.status,
+    _jobs.c.report,
+    _jobs.c.report_error,
+    _jobs.c.reported_at,
+    _jobs.c.dispatched_at,
+    _jobs.c.deadline,
 ).where(_this_job)
 _CLOSE = {
     guard: update(_jobs)
@@ -204,6 +210,8 @@ class Failure:
 
     reason: str
     robot_may_have_it: bool | None = None  # None: decided by whether dispatch began
+    # The reason's class, for metrics.FAILURE_KINDS: refused | ambiguous | silence | unexpected.
+    kind: str = "unexpected"
 
 
 def _close(
@@ -213,8 +221,14 @@ def _close(
     error: str | None,
     item_status: ItemStatus,
     report: str | None,
+    failure_kind: str | None = None,
+    reported_at: datetime | None = None,
 ) -> JobStatus | None:
-    """Compare-and-set the job to a final state, then settle its unreported items."""
+    """Compare-and-set the job to a final state, then settle its unreported items.
+
+    Counted (metrics) once the caller's transaction commits: the failure's kind, and the
+    time from the recorded report to now.
+    """
     conn = session.connection()
     now = utcnow()
     params = {"the_job": job_id, "new_status": status.value, "new_error": error, "now": now}
@@ -226,6 +240,8 @@ def _close(
         return None
     conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
     log.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
+    latency = (now - reported_at).total_seconds() if reported_at is not None else None
+    metrics.after_commit(session, metrics.count_closed, failure_kind, latency)
     return status
 
 
@@ -247,23 +263,54 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
             return None
         if job.report == JobStatus.COMPLETED:
             done = _close(
-                session, job_id, JobStatus.COMPLETED, None, ItemStatus.UNKNOWN, job.report
+                session,
+                job_id,
+                JobStatus.COMPLETED,
+                None,
+                ItemStatus.UNKNOWN,
+                job.report,
+                reported_at=job.reported_at,
             )
         elif job.report == JobStatus.FAILED:
             reason = f"the robot reported the batch failed: {job.report_error or 'no reason'}"
-            done = _close(session, job_id, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, job.report)
+            done = _close(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                reason,
+                ItemStatus.UNKNOWN,
+                job.report,
+                failure_kind="robot_reported",
+                reported_at=job.reported_at,
+            )
         elif failure is not None:
             may_have_it = failure.robot_may_have_it
             if may_have_it is None:
                 may_have_it = job.dispatched_at is not None
             item_status = ItemStatus.UNKNOWN if may_have_it else ItemStatus.ERROR
-            done = _close(session, job_id, JobStatus.FAILED, failure.reason, item_status, None)
+            done = _close(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                failure.reason,
+                item_status,
+                None,
+                failure_kind=failure.kind,
+            )
         elif job.deadline is not None and job.deadline <= utcnow():
             reason = (
                 f"the robot did not report the batch before its deadline "
                 f"({job.deadline.isoformat()}); check the portal before resubmitting"
             )
-            done = _close(session, job_id, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, None)
+            done = _close(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                reason,
+                ItemStatus.UNKNOWN,
+                None,
+                failure_kind="deadline",
+            )
         else:
             return None
         if done:
