@@ -148,3 +148,36 @@ def test_signature_error_does_not_reveal_the_secret():
     text = str(caught.value)
     assert MASTER not in text
     assert secret not in text and secret.removeprefix("whsec_") not in text
+
+
+# --- rotation (CONTRACT §9) ---
+
+
+def test_a_callback_signed_under_a_previous_master_verifies_while_it_is_listed():
+    old_signature = signed(master="old-master")
+    verify_callback(("new-master", "older", "old-master"), JOB, BODY, old_signature)
+    verify_callback(("new-master", "old-master"), JOB, BODY, signed(master="new-master"))
+
+
+def test_without_the_previous_master_the_old_signature_fails():
+    old_signature = signed(master="old-master")
+    verify_callback(("new-master", "old-master"), JOB, BODY, old_signature)  # cached verifier
+    with pytest.raises(SignatureError):
+        verify_callback(("new-master",), JOB, BODY, old_signature)
+
+
+def test_a_previous_master_signs_for_its_own_jobs_only():
+    with pytest.raises(SignatureError):
+        verify_callback(("new-master", "old-master"), JOB, BODY, signed(master="unrelated"))
+    with pytest.raises(SignatureError):
+        verify_callback(
+            ("new-master", "old-master"),
+            JOB,
+            BODY,
+            signed(master="old-master", job_id="another-job"),
+        )
+
+
+def test_one_string_is_not_taken_for_a_list_of_secrets():
+    with pytest.raises(TypeError):
+        verify_callback(MASTER, JOB, BODY, signed())  # type: ignore[arg-type]
