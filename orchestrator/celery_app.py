@@ -52,8 +52,13 @@ def create_celery(settings: Settings) -> Celery:
 
 
 def celery_from_environment() -> Celery:
-    """Load the settings from the environment (exit with one line if wrong); build the app."""
-    return create_celery(load_settings_or_exit())
+    """Load the settings from the environment (exit with one line if wrong); build the app.
+
+    The entry of the worker, beat and Flower processes: their logging starts here too.
+    """
+    settings = load_settings_or_exit()
+    logs.configure_root(settings.log_format)
+    return create_celery(settings)
 
 
 @worker_process_init.connect

@@ -95,7 +95,12 @@ def apply_format(handlers: Iterable[logging.Handler], log_format: str) -> None:
 
 
 def configure_root(log_format: str, level: int = logging.INFO) -> None:
-    """Send the root logger's records to stderr in the given format (the web process)."""
+    """Send the root logger's records, and Python's warnings, to stderr in the given format.
+
+    The web process's logging; in the Celery processes it covers what comes before Celery
+    sets up its own handlers (a warning at the worker's start), which then get the format.
+    """
+    logging.captureWarnings(True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
     handler.addFilter(JobIdFilter())

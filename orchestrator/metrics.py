@@ -42,27 +42,32 @@ def use_multiprocess_dir(role: str) -> str:
     """Point prometheus_client at one directory for this process and its children; empty it.
 
     An operator's ``PROMETHEUS_MULTIPROC_DIR`` is used (and emptied of old counts); else a
-    private directory is made, removed again when this process exits. Call it before
-    anything imports prometheus_client.
+    private directory is made, removed again when this process exits. Call it before this
+    module's first metric is made.
     """
-    if "prometheus_client.values" in sys.modules and not os.environ.get(MULTIPROC_ENV):
-        raise RuntimeError("prometheus_client was imported before its multiprocess directory")
     path = os.environ.get(MULTIPROC_ENV, "")
     if path:
         os.makedirs(path, exist_ok=True)
         for name in os.listdir(path):
             if name.endswith(".db"):
                 os.remove(os.path.join(path, name))
-        return path
-    path = tempfile.mkdtemp(prefix=f"orchestrator-{role}-metrics-")
-    os.environ[MULTIPROC_ENV] = path
-    owner = os.getpid()
+    else:
+        path = tempfile.mkdtemp(prefix=f"orchestrator-{role}-metrics-")
+        os.environ[MULTIPROC_ENV] = path
+        owner = os.getpid()
 
-    def _remove() -> None:
-        if os.getpid() == owner:  # forked children inherit atexit hooks
-            shutil.rmtree(path, ignore_errors=True)
+        def _remove() -> None:
+            if os.getpid() == owner:  # forked children inherit atexit hooks
+                shutil.rmtree(path, ignore_errors=True)
 
-    atexit.register(_remove)
+        atexit.register(_remove)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # Imported already, so it chose single-process values: the celery command loads
+        # Flower's plugin, which imports it, before any of our code runs. Metrics made from
+        # now on (ours are made on first use) take the multiprocess kind; this is the hook
+        # prometheus_client keeps for exactly that (``values.ValueClass``, read per metric).
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
     return path
 
 

@@ -212,16 +212,41 @@ def test_a_database_down_at_scrape_time_is_a_503(app, client, monkeypatch) -> No
     assert answer.get_json()["error"]["code"] == "unavailable"
 
 
-def test_the_web_entry_point_does_not_import_prometheus_client_before_its_directory() -> None:
-    # prometheus_client picks single- or multi-process mode when imported: `python -m webapp`
-    # must reach main() (which sets PROMETHEUS_MULTIPROC_DIR) without having imported it.
+def test_counts_reach_the_multiprocess_directory_even_if_prometheus_came_first(tmp_path) -> None:
+    # The celery command imports prometheus_client (Flower's plugin) before our code runs;
+    # the directory must still be used, by this process and by a forked child.
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    code = (
-        "import sys, runpy, webapp, webapp.__main__, orchestrator.worker as _w\n"
-        "print('prometheus_client.values' in sys.modules)"
-    )
-    env["APP_ENV"] = "development"
+    code = """
+import os, sys
+import prometheus_client
+from orchestrator import metrics
+path = metrics.use_multiprocess_dir("test")
+metrics.count_callback("applied")
+pid = os.fork()
+if pid == 0:
+    metrics.count_callback("applied")
+    os._exit(0)
+os.waitpid(pid, 0)
+body, _ = metrics.web_exposition("sqlite:///" + sys.argv[1])
+print(len([n for n in os.listdir(path) if n.endswith(".db")]))
+print(body.decode())
+"""
+    from orchestrator.migrate import upgrade
+
+    upgrade(f"sqlite:///{tmp_path / 'm.db'}")
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, str(tmp_path / "m.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert out.stdout.strip() == "False", out.stderr
+    files, _, body = out.stdout.partition("\n")
+    assert int(files) == 2, out.stdout  # one per process
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+    assert samples[("orchestrator_callbacks_total", (("outcome", "applied"),))] == 2
+    assert samples[("orchestrator_jobs", (("status", "pending"),))] == 0
