@@ -96,6 +96,7 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
         "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/cancel",
         "/api/robot/jobs/{job_id}/events",
+        "/metrics",
         "/healthz",
     }
     submit = document["components"]["schemas"]["SubmitRequest"]["properties"]["orders"]
