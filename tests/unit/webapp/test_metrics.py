@@ -177,8 +177,21 @@ def test_every_callback_answered_is_counted_once_by_outcome(app, client, databas
         _post(client, settings, str(uuid.uuid4()), ok),  # 404
         _post(client, settings, job_id, {"type": "robot.nonsense", "data": {}}),  # 422
         _post(client, settings, job_id, ok, raw="{not json"),  # 400
+        _post(client, settings, job_id, ok, raw=" " * (300 * 1024)),  # 413, before any check
     ]
-    assert [a.status_code for a in answers] == [200, 200, 200, 200, 409, 401, 401, 404, 422, 400]
+    assert [a.status_code for a in answers] == [
+        200,
+        200,
+        200,
+        200,
+        409,
+        401,
+        401,
+        404,
+        422,
+        400,
+        413,
+    ]
     assert [a.get_json().get("status") for a in answers[:4]] == [
         "applied",
         "duplicate",
@@ -194,7 +207,7 @@ def test_every_callback_answered_is_counted_once_by_outcome(app, client, databas
         "duplicate": 1,
         "late": 1,
         "conflict": 1,
-        "rejected": 5,
+        "rejected": 6,
     }
 
 
