@@ -13,9 +13,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.local.processes import free_port, wait_until
+from orchestrator.signing import job_callback_secret
 
 from .conftest import flush_redis
-from .harness import System, orders
+from .harness import MASTER_SECRET, System, orders
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +74,11 @@ def json_lines(system: System, name: str) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             pytest.fail(f"{name}.log line {number} is not JSON: {line!r}")
     return lines
+
+
+def received(system: System, job_id: str) -> bool:
+    """The robot has the job (in the mode it had then): a mode change no longer affects it."""
+    return system.robot_stats()["dispatches"].get(job_id) == 1
 
 
 def test_every_log_line_is_json_and_the_chains_lines_carry_the_job_id(ops: System) -> None:
@@ -174,7 +180,7 @@ def test_retention_deletes_final_jobs_and_never_open_ones(ops: System) -> None:
     ops.robot_config(mode="never_finish")
     try:
         open_id = ops.submit(orders(1)).json()["id"]
-        wait_until(lambda: ops.job(open_id)["dispatchedAt"], 20, "the open job's dispatch")
+        wait_until(lambda: received(ops, open_id), 20, "the robot to receive the open job")
     finally:
         ops.robot_reset()
     done_id = ops.submit(orders(1)).json()["id"]
@@ -191,3 +197,43 @@ def test_retention_deletes_final_jobs_and_never_open_ones(ops: System) -> None:
     answer = requests.get(f"{ops.base}/api/jobs/{done_id}", headers=ops.headers(), timeout=10)
     assert answer.json()["error"]["code"] == "not_found"
     assert ops.job(open_id)["status"] == "processing"
+
+
+def _restart_web(system: System, **env: str | None) -> None:
+    system.processes.pop("web").stop()
+    for name, value in env.items():
+        if value is None:
+            system.env.pop(name, None)
+        else:
+            system.env[name] = value
+    system.start_process("web")
+
+
+def test_rotation_keeps_jobs_dispatched_before_it_verifying(ops: System) -> None:
+    # Runs last in this module: it restarts the web process with a new master secret.
+    ops.robot_config(mode="never_finish")
+    try:
+        old_job = ops.submit(orders(2)).json()["id"]
+        wait_until(lambda: received(ops, old_job), 20, "the robot to receive the job")
+    finally:
+        ops.robot_reset()
+    first, second = (item["id"] for item in ops.job(old_job)["items"])
+    old_secret = job_callback_secret(MASTER_SECRET, old_job)
+    rotated = "rotated-master-secret"
+
+    _restart_web(
+        ops, ROBOT_CALLBACK_SECRET=rotated, ROBOT_CALLBACK_SECRET_PREVIOUS=f"x,{MASTER_SECRET}"
+    )
+    started = ops.send_event(old_job, "robot.item.started", {"itemId": first}, secret=old_secret)
+    assert started.status_code == 200, started.text
+    assert ops.job(old_job)["items"][0]["status"] == "processing"
+
+    _restart_web(ops, ROBOT_CALLBACK_SECRET=rotated, ROBOT_CALLBACK_SECRET_PREVIOUS=None)
+    refused = ops.send_event(old_job, "robot.item.started", {"itemId": second}, secret=old_secret)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthorized"
+    # Signed with the rotated value's secret for the job, it verifies.
+    new_secret = job_callback_secret(rotated, old_job)
+    assert (
+        ops.send_event(old_job, "robot.item.started", {"itemId": second}, secret=new_secret)
+    ).status_code == 200
