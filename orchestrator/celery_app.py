@@ -196,8 +196,8 @@ class MetricsEndpoint(bootsteps.StartStopStep):
     """Serve the worker's counters on ``WORKER_METRICS_PORT`` (unset: no endpoint).
 
     The worker's main process (the report listener's wake-ups) and its pool's processes all
-    count into one multiprocess directory, chosen here, before the pool forks and before
-    anything imports prometheus_client; the endpoint sums them.
+    count into one multiprocess directory, chosen here, before the pool forks and before the
+    first of our metrics is made; the endpoint sums them.
     """
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
