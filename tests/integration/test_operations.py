@@ -86,26 +86,37 @@ def test_every_log_line_is_json_and_the_chains_lines_carry_the_job_id(ops: Syste
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["id"]
     assert ops.wait_final(job_id)["status"] == "completed"
+    ops.robot_config(mode="http_400")  # the failure path: the dispatch task raises, the errback
+    try:
+        refused_id = ops.submit(orders(1)).json()["id"]
+        assert ops.wait_final(refused_id)["status"] == "failed"
+    finally:
+        ops.robot_reset()
     worker_closed = f"job {job_id} completed"
     wait_until(
         lambda: any(worker_closed in line.get("message", "") for line in json_lines(ops, "worker")),
         20,
         "the worker to log the job's close",
     )
-
     wait_until(lambda: json_lines(ops, "beat"), 30, "beat to log")
+
     for name in ("web", "worker", "beat"):
-        lines = json_lines(ops, name)
-        for line in lines:
+        for line in json_lines(ops, name):
             assert {"time", "level", "logger", "message"} <= set(line), line
-            # Every line that names the job is marked as about it.
-            if job_id in line["message"]:
-                assert line.get("jobId") == job_id, (name, line)
+            # Every line that names one of the jobs is marked as about it.
+            for about in (job_id, refused_id):
+                if about in line["message"]:
+                    assert line.get("jobId") == about, (name, line)
 
     worker = [line for line in json_lines(ops, "worker") if line.get("jobId") == job_id]
     messages = " | ".join(line["message"] for line in worker)
     assert f"job {job_id} dispatched (3 items)" in messages
     assert worker_closed in messages
+    # The refused dispatch: the task's error (its traceback inside the one line) and the close.
+    refused = [line for line in json_lines(ops, "worker") if line.get("jobId") == refused_id]
+    raised = [line for line in refused if "DispatchRefused" in line.get("exception", "")]
+    assert raised and raised[0]["level"] == "ERROR", refused
+    assert any(f"job {refused_id} failed" in line["message"] for line in refused), refused
     # The callbacks' access lines in the web log carry the job too.
     web = [line for line in json_lines(ops, "web") if line.get("jobId") == job_id]
     assert any(f"/api/robot/jobs/{job_id}/events" in line["message"] for line in web)
