@@ -89,6 +89,8 @@ class _WebMetrics:
 
 @dataclass(frozen=True)
 class _WorkerMetrics:
+    # Lead, with capacity: a hand-off histogram (a freed slot → the next dispatch's claim);
+    # with notifications: orchestrator_notification_attempts_total{result}.
     dispatches: Any
     failures: Any
     wake_latency: Any
