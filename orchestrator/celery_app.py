@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from contextvars import Token
 from typing import Any
 
-from celery import Celery, bootsteps
-from celery.signals import worker_process_init
+from celery import Celery, bootsteps, current_app
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from celery.worker.consumer import Consumer
 from redis.exceptions import RedisError
 
-from . import notifications, tasks
+from . import logs, metrics, notifications, tasks
 from .config import Settings, load_settings_or_exit
 from .db import dispose_all
 from .lifecycle import JobNotFound
 from .rendezvous import Rendezvous, get_redis
-from .tasks import INFRASTRUCTURE_ERRORS, close_job
+from .tasks import INFRASTRUCTURE_ERRORS, JOB_TASKS, close_job
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +50,54 @@ def create_celery(settings: Settings) -> Celery:
     # The outbox enqueues each stream's delivery after the commit that wrote it; looked up
     # by name at each call, so that tests can record it instead.
     notifications.init_outbox(settings, lambda job_id: tasks.enqueue_delivery(app, job_id))
+    app.steps["worker"].add(MetricsEndpoint)
     return app
 
 
 def celery_from_environment() -> Celery:
-    """Load the settings from the environment (exit with one line if wrong); build the app."""
-    return create_celery(load_settings_or_exit())
+    """Load the settings from the environment (exit with one line if wrong); build the app.
+
+    The entry of the worker, beat and Flower processes: their logging starts here too.
+    """
+    settings = load_settings_or_exit()
+    logs.configure_root(settings.log_format)
+    return create_celery(settings)
 
 
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not share its parent's database sockets.
     dispose_all()
+
+
+@worker_process_shutdown.connect
+def _pool_process_gone(pid: int | None = None, **_: Any) -> None:
+    metrics.mark_process_dead(pid or os.getpid())
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: Any) -> None:
+    # Celery (worker_hijack_root_logger) made these handlers: give them LOG_FORMAT and jobId.
+    settings: Settings | None = current_app.conf.get("orchestrator_settings")
+    logs.apply_format(logger.handlers, settings.log_format if settings else "text")
+
+
+# The job context of the task running in this thread, by task id (prerun → postrun).
+_task_jobs: dict[str, Token[str | None]] = {}
+
+
+@task_prerun.connect
+def _job_of_task(task_id: str, task: Any, args: tuple[Any, ...] = (), **_: Any) -> None:
+    if task.name in JOB_TASKS and args:
+        _task_jobs[task_id] = logs.bind_job(str(args[0]))
+
+
+@task_postrun.connect
+def _end_job_of_task(task_id: str, **_: Any) -> None:
+    token = _task_jobs.pop(task_id, None)
+    if token is not None:
+        logs.unbind_job(token)
 
 
 class ResilientConsumer(Consumer):
@@ -123,6 +168,11 @@ class ReportListener(bootsteps.StartStopStep):
 
     @staticmethod
     def _wake(app: Celery, settings: Settings, job_id: str) -> None:
+        with logs.job_context(job_id):
+            ReportListener._close_or_hand_over(app, settings, job_id)
+
+    @staticmethod
+    def _close_or_hand_over(app: Celery, settings: Settings, job_id: str) -> None:
         """Close the reported job here; hand it to a ``finalize`` task if that fails."""
         try:
             status = close_job(settings, job_id)
@@ -143,3 +193,31 @@ class ReportListener(bootsteps.StartStopStep):
             app.send_task("orchestrator.finalize", args=(job_id,))
         except Exception as exc:
             log.warning("job %s: finalize not sent (%s); housekeeping settles it", job_id, exc)
+
+
+class MetricsEndpoint(bootsteps.StartStopStep):
+    """Serve the worker's counters on ``WORKER_METRICS_PORT`` (unset: no endpoint).
+
+    The worker's main process (the report listener's wake-ups) and its pool's processes all
+    count into one multiprocess directory, chosen here, before the pool forks and before the
+    first of our metrics is made; the endpoint sums them.
+    """
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        settings: Settings = worker.app.conf["orchestrator_settings"]
+        self.port = settings.worker_metrics_port
+        self._server: Any = None
+        if self.port is not None:
+            metrics.use_multiprocess_dir("worker")
+
+    def start(self, worker: Any) -> None:
+        if self.port is not None:
+            self._server, _thread = metrics.serve_worker_metrics(self.port)
+            log.info("worker metrics on port %d", self.port)
+
+    def stop(self, worker: Any) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

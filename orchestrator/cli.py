@@ -356,6 +356,29 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database migrated to {revision}")
 
 
+@db.command("prune")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete jobs final for longer than this many days (a float).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def db_prune(days: float, dry_run: bool) -> None:
+    """Delete finished jobs and everything recorded about them (what retention does)."""
+    from .config import load_settings_or_exit
+    from .housekeeping import prune_finished
+
+    settings = load_settings_or_exit()
+    removed = prune_finished(settings.database_url, days, dry_run=dry_run)
+    batches = removed.pop("batches")
+    verb = "would delete" if dry_run else "deleted"
+    rows = ", ".join(f"{count} {table}" for table, count in removed.items())
+    tail = "" if dry_run else f" in {batches} batch{'es' if batches != 1 else ''}"
+    click.echo(f"{verb} {rows} (jobs final for more than {days:g} days){tail}")
+
+
 _redis_option = click.option(
     "--redis",
     "redis_mode",

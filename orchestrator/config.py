@@ -46,11 +46,15 @@ class Settings:
     notify_secret: str = field(default="", repr=False)
     notify_backoff_seconds: float = 10.0
     notify_give_up_seconds: float = 86400.0
+    robot_callback_secret_previous: tuple[str, ...] = field(default=(), repr=False)
+    retention_days: float | None = None
+    log_format: str = "text"
     # Not in the contract: operational knobs with safe defaults (README, "Operations").
     housekeeping_interval_seconds: float = 15.0
     rekick_after_seconds: float = 120.0
     wait_poll_max_seconds: float = 3600.0  # default: half of broker_visibility_timeout
     broker_visibility_timeout: int = 7200
+    worker_metrics_port: int | None = None
     dev_defaults_used: tuple[str, ...] = ()
 
     @property
@@ -58,12 +62,17 @@ class Settings:
         """Return the Celery broker URL: the override, else the Redis URL."""
         return self.celery_broker_url or self.redis_url
 
+    @property
+    def callback_secrets(self) -> tuple[str, ...]:
+        """Return the master secrets a callback may be signed under: current first."""
+        return (self.robot_callback_secret, *self.robot_callback_secret_previous)
+
     def secrets(self) -> list[str]:
         """Return every secret value that must never reach a log or a response."""
         values = [
             *self.api_tokens,
             self.robot_api_token or "",
-            self.robot_callback_secret,
+            *self.callback_secrets,
             self.notify_secret,
             self.notify_secret.removeprefix("whsec_"),
         ]
@@ -115,6 +124,16 @@ def _int(name: str, raw: str, minimum: int = 1) -> int:
     return value
 
 
+def _comma_list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+
+def _log_format(name: str, raw: str) -> str:
+    if raw not in ("text", "json"):
+        raise ConfigError(f"{name} must be 'text' or 'json', got {raw!r}")
+    return raw
+
+
 def _http_url(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -150,10 +169,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ROBOT_API_TOKEN": ("robot_api_token", lambda n, v: v),
     "ROBOT_CALLBACK_SECRET": ("robot_callback_secret", lambda n, v: v),
     "PUBLIC_URL": ("public_url", _http_url),
-    "API_TOKENS": (
-        "api_tokens",
-        lambda n, v: tuple(t.strip() for t in v.split(",") if t.strip()),
-    ),
+    "API_TOKENS": ("api_tokens", _comma_list),
+    "ROBOT_CALLBACK_SECRET_PREVIOUS": ("robot_callback_secret_previous", _comma_list),
     "ROBOT_SECONDS_PER_ITEM": ("robot_seconds_per_item", _float),
     "ROBOT_DEADLINE_MARGIN_SECONDS": ("robot_deadline_margin_seconds", _float),
     "ROBOT_SETTLE_SECONDS": ("robot_settle_seconds", _float),
@@ -169,6 +186,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "NOTIFY_SECRET": ("notify_secret", _webhook_secret),
     "NOTIFY_BACKOFF_SECONDS": ("notify_backoff_seconds", lambda n, v: _float(n, v, 0.001)),
     "NOTIFY_GIVE_UP_SECONDS": ("notify_give_up_seconds", _float),
+    "RETENTION_DAYS": ("retention_days", _float),
+    "LOG_FORMAT": ("log_format", _log_format),
     "HOUSEKEEPING_INTERVAL_SECONDS": (
         "housekeeping_interval_seconds",
         lambda n, v: _float(n, v, minimum=0.1),
@@ -176,6 +195,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "REKICK_AFTER_SECONDS": ("rekick_after_seconds", _float),
     "WAIT_POLL_MAX_SECONDS": ("wait_poll_max_seconds", lambda n, v: _float(n, v, 0.1)),
     "BROKER_VISIBILITY_TIMEOUT": ("broker_visibility_timeout", _int),
+    "WORKER_METRICS_PORT": ("worker_metrics_port", _int),
 }
 
 REQUIRED = ("ROBOT_URL", "ROBOT_CALLBACK_SECRET", "PUBLIC_URL", "API_TOKENS")

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .models import IdempotencyKey, Job, JobStatus, utcnow
+from .db import session_scope
+from .models import (
+    FINAL_JOB_STATUSES,
+    Event,
+    IdempotencyKey,
+    Item,
+    Job,
+    JobStatus,
+    Notification,
+    utcnow,
+)
 
 IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=48)
+
+# Retention: jobs per transaction, and batches per housekeeping run (the rest waits 15 s).
+PRUNE_BATCH_SIZE = 500
+PRUNE_BATCHES_PER_RUN = 40
+# Every table that records something about a job, deleted with it (and counted). Their
+# foreign keys cascade as well, so a table missing here cannot keep a deleted job alive.
+JOB_ROWS: tuple[tuple[str, Any], ...] = (
+    ("items", Item),
+    ("events", Event),
+    ("idempotency_keys", IdempotencyKey),
+    ("notifications", Notification),
+)
 
 
 def jobs_to_settle(session: Session, limit: int = 500) -> list[str]:
@@ -62,3 +86,65 @@ def purge_idempotency_keys(session: Session) -> int:
     return session.execute(
         delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff)
     ).rowcount
+
+
+def _due(cutoff: Any) -> Select[tuple[str]]:
+    """Final jobs that finished before ``cutoff``; open jobs never match."""
+    return select(Job.id).where(Job.status.in_(FINAL_JOB_STATUSES), Job.finished_at < cutoff)
+
+
+def _delete_batch(session: Session, cutoff: Any, batch_size: int) -> tuple[int, dict[str, int]]:
+    """Delete up to ``batch_size`` due jobs with their rows; return (jobs seen, rows per table)."""
+    ids: Sequence[str] = session.scalars(
+        _due(cutoff).order_by(Job.finished_at).limit(batch_size)
+    ).all()
+    removed: dict[str, int] = {}
+    if not ids:
+        return 0, removed
+    for name, model in JOB_ROWS:
+        removed[name] = session.execute(delete(model).where(model.job_id.in_(ids))).rowcount
+    removed["jobs"] = session.execute(
+        delete(Job).where(Job.id.in_(ids), Job.id.in_(_due(cutoff)))
+    ).rowcount
+    return len(ids), removed
+
+
+def prune_finished(
+    database_url: str,
+    older_than_days: float,
+    *,
+    dry_run: bool = False,
+    batch_size: int = PRUNE_BATCH_SIZE,
+    max_batches: int | None = None,
+) -> dict[str, int]:
+    """Delete jobs final for longer than ``older_than_days`` with everything about them.
+
+    Each batch of at most ``batch_size`` jobs is its own transaction; with ``max_batches``
+    the rest waits for the next call. Returns the rows removed per table (``jobs`` and each
+    of JOB_ROWS) and ``batches``; with ``dry_run`` the rows that would be, removing nothing.
+    """
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    totals = {"jobs": 0, **{name: 0 for name, _ in JOB_ROWS}}
+    if dry_run:
+        with session_scope(database_url) as session:
+            due = _due(cutoff)
+            totals["jobs"] = session.scalar(select(func.count()).select_from(due.subquery()))
+            for name, model in JOB_ROWS:
+                totals[name] = session.scalar(
+                    select(func.count()).select_from(model).where(model.job_id.in_(due))
+                )
+        totals["batches"] = 0
+        return totals
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        with session_scope(database_url) as session:
+            seen, removed = _delete_batch(session, cutoff, batch_size)
+        if not seen:
+            break
+        batches += 1
+        for name, count in removed.items():
+            totals[name] += count
+        if seen < batch_size:
+            break
+    totals["batches"] = batches
+    return totals

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
-from . import notifications
+from . import metrics, notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -137,7 +137,12 @@ _RECORD_RESULT = (
     .values(dispatch_result=bindparam("new_result"))
 )
 _FINALIZE_FACTS = select(
-    _jobs.c.status, _jobs.c.report, _jobs.c.report_error, _jobs.c.dispatched_at, _jobs.c.deadline
+    _jobs.c.status,
+    _jobs.c.report,
+    _jobs.c.report_error,
+    _jobs.c.reported_at,
+    _jobs.c.dispatched_at,
+    _jobs.c.deadline,
 ).where(_this_job)
 _CLOSE = {
     guard: update(_jobs)
@@ -215,6 +220,8 @@ class Failure:
 
     reason: str
     robot_may_have_it: bool | None = None  # None: decided by whether dispatch began
+    # The reason's class, for metrics.FAILURE_KINDS: refused | ambiguous | silence | unexpected.
+    kind: str = "unexpected"
 
 
 def _close(
@@ -225,12 +232,16 @@ def _close(
     item_status: ItemStatus | None,
     report: str | None,
     guard: str | None = None,
+    failure_kind: str | None = None,
+    reported_at: datetime | None = None,
 ) -> JobStatus | None:
     """Compare-and-set the job to a final state, settle its unreported items, record it.
 
     Every transition to a final state passes here: the ``job.finished`` notification is
-    written in the same transaction (CONTRACT §8). ``item_status`` None: ``unknown`` if the
-    dispatch began, else ``error`` (read under the job's row lock, which the update holds).
+    written in the same transaction (CONTRACT §8), and the close is counted (metrics) once
+    that transaction commits: the failure's kind, and the time from the recorded report.
+    ``item_status`` None: ``unknown`` if the dispatch began, else ``error`` (read under the
+    job's row lock, which the update holds).
     """
     conn = session.connection()
     now = utcnow()
@@ -245,6 +256,8 @@ def _close(
     conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
     notifications.record_job(session, notifications.JOB_FINISHED, job_id)
     log.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
+    latency = (now - reported_at).total_seconds() if reported_at is not None else None
+    metrics.after_commit(session, metrics.count_closed, failure_kind, latency)
     return status
 
 
@@ -266,23 +279,54 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
             return None
         if job.report == JobStatus.COMPLETED:
             done = _close(
-                session, job_id, JobStatus.COMPLETED, None, ItemStatus.UNKNOWN, job.report
+                session,
+                job_id,
+                JobStatus.COMPLETED,
+                None,
+                ItemStatus.UNKNOWN,
+                job.report,
+                reported_at=job.reported_at,
             )
         elif job.report == JobStatus.FAILED:
             reason = f"the robot reported the batch failed: {job.report_error or 'no reason'}"
-            done = _close(session, job_id, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, job.report)
+            done = _close(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                reason,
+                ItemStatus.UNKNOWN,
+                job.report,
+                failure_kind="robot_reported",
+                reported_at=job.reported_at,
+            )
         elif failure is not None:
             may_have_it = failure.robot_may_have_it
             if may_have_it is None:
                 may_have_it = job.dispatched_at is not None
             item_status = ItemStatus.UNKNOWN if may_have_it else ItemStatus.ERROR
-            done = _close(session, job_id, JobStatus.FAILED, failure.reason, item_status, None)
+            done = _close(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                failure.reason,
+                item_status,
+                None,
+                failure_kind=failure.kind,
+            )
         elif job.deadline is not None and job.deadline <= utcnow():
             reason = (
                 f"the robot did not report the batch before its deadline "
                 f"({job.deadline.isoformat()}); check the portal before resubmitting"
             )
-            done = _close(session, job_id, JobStatus.FAILED, reason, ItemStatus.UNKNOWN, None)
+            done = _close(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                reason,
+                ItemStatus.UNKNOWN,
+                None,
+                failure_kind="deadline",
+            )
         else:
             return None
         if done:

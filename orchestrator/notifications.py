@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 from sqlalchemy import and_, bindparam, event, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -460,7 +461,7 @@ def page_of_notifications(
     return rows[:limit], len(rows) > limit
 
 
-def status_counts(session: Session) -> dict[str, int]:
+def status_counts(session: Session | Connection) -> dict[str, int]:
     """Return how many notifications are in each status, every status present."""
     counts = {status.value: 0 for status in NotificationStatus}
     for status, count in session.execute(

@@ -6,7 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -32,17 +32,29 @@ class SignatureError(Exception):
 
 
 def verify_callback(
-    master_secret: str, job_id: str, body: bytes, headers: Mapping[str, str]
+    master_secrets: Sequence[str], job_id: str, body: bytes, headers: Mapping[str, str]
 ) -> None:
-    """Verify a robot callback for ``job_id``; raise SignatureError when it does not hold."""
+    """Verify a robot callback for ``job_id``; raise SignatureError when it does not hold.
+
+    ``master_secrets`` is the current master secret first, then the previous ones still
+    accepted (CONTRACT §9, rotation): the callback holds when it is signed with the job's
+    secret derived from any of them. The verifier cache is keyed by master secret and job,
+    so a rotation never reuses a verifier of another secret.
+    """
+    if isinstance(master_secrets, str):
+        raise TypeError("master_secrets is a sequence of secrets, not one string")
     wanted = {
         name: headers.get(name, "")
         for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
     }
     if not all(wanted.values()):
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
-    try:
-        _job_webhook(master_secret, job_id).verify(body, wanted, json_parse=False)
-    # The library raises ValueError/binascii.Error, not its own error, for malformed headers.
-    except (WebhookVerificationError, ValueError, binascii.Error) as exc:
-        raise SignatureError(str(exc) or "invalid signature") from None
+    problem = "invalid signature"
+    for master_secret in master_secrets:
+        try:
+            _job_webhook(master_secret, job_id).verify(body, wanted, json_parse=False)
+            return
+        # The library raises ValueError/binascii.Error, not its own error, for malformed headers.
+        except (WebhookVerificationError, ValueError, binascii.Error) as exc:
+            problem = str(exc) or problem
+    raise SignatureError(problem)

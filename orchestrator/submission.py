@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from . import lifecycle, queries
 from .config import Settings
 from .db import session_factory
+from .logs import job_context
 from .models import FINAL_JOB_STATUSES, IdempotencyKey, Item, ItemStatus, Job
 from .tasks import start_job
 
@@ -100,7 +101,8 @@ def submit_job(
         start_job(celery_app, job.id, settings)
     except Exception:
         # The job is committed: housekeeping starts it when the broker is back.
-        log.exception("job %s committed but its chain could not be enqueued", job.id)
+        with job_context(job.id):
+            log.exception("job %s committed but its chain could not be enqueued", job.id)
     return Submitted(job, created=True)
 
 

@@ -20,14 +20,25 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import housekeeping, lifecycle, notifications, robot_client
+from . import housekeeping, lifecycle, metrics, notifications, robot_client
 from .config import Settings
 from .db import session_scope
+from .logs import job_context
 from .rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
 
 INFRASTRUCTURE_ERRORS = (OperationalError, RedisError, BrokerError, ConnectionError)
+
+# The tasks whose first argument is a job id: their log lines carry it (celery_app's signals).
+JOB_TASKS = frozenset(
+    {
+        "orchestrator.mark_processing",
+        "orchestrator.dispatch",
+        "orchestrator.wait_for_report",
+        "orchestrator.finalize",
+    }
+)
 
 
 def _settings() -> Settings:
@@ -101,14 +112,16 @@ def dispatch(self: Task, job_id: str) -> None:
         robot_client.dispatch(ticket, settings)
     except robot_client.DispatchFailed as exc:
         result = "ambiguous" if exc.robot_may_have_it else "refused"
+        metrics.count_dispatch(result)
         with session_scope(settings.database_url) as session:
             lifecycle.record_dispatch_result(session, job_id, result)
             lifecycle.finalize(
                 session,
                 job_id,
-                lifecycle.Failure(str(exc), robot_may_have_it=exc.robot_may_have_it),
+                lifecycle.Failure(str(exc), robot_may_have_it=exc.robot_may_have_it, kind=result),
             )
         raise
+    metrics.count_dispatch("accepted")
     try:
         with session_scope(settings.database_url) as session:
             lifecycle.record_dispatch_result(session, job_id, "accepted")
@@ -193,18 +206,25 @@ def fail_job(request: Any, exc: BaseException, traceback: Any) -> None:
     if not job_id:
         log.error("errback without a job id for task %s", request.id)
         return
+    with job_context(job_id):
+        _fail_job(request, job_id, exc)
+
+
+def _fail_job(request: Any, job_id: str, exc: BaseException) -> None:
     if isinstance(exc, INFRASTRUCTURE_ERRORS):
         log.warning("job %s: %s hit %s; housekeeping will settle it", job_id, request.task, exc)
         return
     if isinstance(exc, robot_client.DispatchFailed):
         reason = str(exc)
         may_have_it: bool | None = exc.robot_may_have_it
+        kind = "ambiguous" if may_have_it else "refused"
     else:
         step = (request.task or "a step").removeprefix("orchestrator.")
         reason = f"unexpected error in {step}: {type(exc).__name__}; see the worker log"
         may_have_it = None
+        kind = "unexpected"
     with session_scope(_settings().database_url) as session:
-        lifecycle.finalize(session, job_id, lifecycle.Failure(reason, may_have_it))
+        lifecycle.finalize(session, job_id, lifecycle.Failure(reason, may_have_it, kind))
 
 
 @shared_task(name="orchestrator.deliver_notifications", bind=True)
@@ -233,32 +253,51 @@ def deliver_notifications(self: Task, job_id: str | None = None) -> None:
 
 @shared_task(name="orchestrator.housekeeping")
 def run_housekeeping() -> dict[str, int]:
-    """Settle reported and overdue jobs and restart stalled ones, from the database."""
+    """Settle reported and overdue jobs, restart stalled ones, apply retention: the database."""
     settings = _settings()
     settled = 0
     with session_scope(settings.database_url) as session:
         due = housekeeping.jobs_to_settle(session)
     for job_id in due:
-        with session_scope(settings.database_url) as session:
-            if lifecycle.finalize(session, job_id) is not None:
-                settled += 1
+        with job_context(job_id), session_scope(settings.database_url) as session:
+            closed = lifecycle.finalize(session, job_id) is not None
+        if closed:
+            settled += 1
+            metrics.count_settled()
     with session_scope(settings.database_url) as session:
         stalled = housekeeping.claim_stalled(session, settings.rekick_after_seconds)
         purged = housekeeping.purge_idempotency_keys(session)
+    metrics.count_restarted(len(stalled))
     for job_id in stalled:
-        log.warning("job %s was never dispatched; starting its chain again", job_id)
-        start_job(current_app, job_id, settings)
+        with job_context(job_id):
+            log.warning("job %s was never dispatched; starting its chain again", job_id)
+            start_job(current_app, job_id, settings)
     streams: list[str | None] = []
     if settings.notify_url:
         with session_scope(settings.database_url) as session:
             streams = notifications.due_streams(session)
         for stream in streams:
             enqueue_delivery(current_app, stream)
-    if settled or stalled:
-        log.info("housekeeping: settled %d jobs, restarted %d", settled, len(stalled))
+    deleted = 0
+    if settings.retention_days is not None:
+        pruned = housekeeping.prune_finished(
+            settings.database_url,
+            settings.retention_days,
+            max_batches=housekeeping.PRUNE_BATCHES_PER_RUN,
+        )
+        deleted = pruned.get("jobs", 0)
+        metrics.count_pruned(deleted)
+    if settled or stalled or deleted:
+        log.info(
+            "housekeeping: settled %d jobs, restarted %d, deleted %d past retention",
+            settled,
+            len(stalled),
+            deleted,
+        )
     return {
         "settled": settled,
         "restarted": len(stalled),
         "purgedKeys": purged,
         "notificationStreams": len(streams),
+        "deletedJobs": deleted,
     }

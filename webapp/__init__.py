@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from flask import Flask
+from flask import Flask, g, request
 
+from orchestrator import logs
 from orchestrator.celery_app import create_celery
 from orchestrator.config import Settings, load_settings, settings_from_mapping
 
@@ -14,6 +15,9 @@ from . import dashboard, errors, openapi, security
 from .state import Orchestrator
 
 log = logging.getLogger(__name__)
+
+# The WSGI environ key under which a request names the job it is about (gunicorn's access log).
+JOB_ID_ENVIRON = "orchestrator.job_id"
 
 
 def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
@@ -29,6 +33,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["orchestrator"] = Orchestrator(settings, create_celery(settings))
     errors.init_app(app)
+    init_job_logging(app)
     init_api(app)
     dashboard.init_app(app)  # the operator's pages under /dashboard
     app.session_interface = dashboard.DashboardSessions()  # no cookie session under /api/
@@ -38,10 +43,28 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
 
 
 def init_api(app: Flask) -> None:
-    """Register the job and notification APIs, the callbacks and the health check on an app."""
-    from . import callbacks, health, jobs, notifications
+    """Register the job, notification and metrics APIs, the callbacks and the health check."""
+    from . import callbacks, health, jobs, metrics, notifications
 
     app.register_blueprint(jobs.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+
+
+def init_job_logging(app: Flask) -> None:
+    """Mark a request's log lines (and its access line) with the job its URL names."""
+
+    @app.before_request
+    def _bind_job() -> None:
+        job_id = (request.view_args or {}).get("job_id")
+        if job_id:
+            g.job_log_token = logs.bind_job(job_id)
+            request.environ[JOB_ID_ENVIRON] = job_id
+
+    @app.teardown_request
+    def _unbind_job(_exc: BaseException | None) -> None:
+        token = g.pop("job_log_token", None)
+        if token is not None:
+            logs.unbind_job(token)

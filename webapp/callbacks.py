@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from orchestrator import metrics
 from orchestrator.models import Item
 from orchestrator.robot_events import (
     ITEM_EVENTS,
@@ -77,6 +78,21 @@ def _check_batch_items(session: Any, job_id: str, data: dict[str, Any]) -> None:
             raise _unknown_items(unknown)
 
 
+@bp.after_request
+def _count_answer(response: Response) -> Response:
+    """Count every callback answered, in one place: its outcome, or rejected for a 4xx.
+
+    A result conflict (409) has its own outcome; a 5xx applied nothing and is not counted.
+    """
+    outcome = g.pop("callback_outcome", None)
+    status = response.status_code
+    if outcome is not None and (status == 200 or (status == 409 and outcome == Outcome.CONFLICT)):
+        metrics.count_callback(outcome)
+    elif 400 <= status < 500:
+        metrics.count_callback("rejected")
+    return response
+
+
 @bp.post("/jobs/<job_id>/events")
 def receive_event(job_id: str) -> ResponseReturnValue:
     state = orchestrator()
@@ -84,7 +100,7 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     request.max_content_length = limit * READ_LIMIT_FACTOR
     body = request.get_data(cache=False)
     try:
-        verify_callback(state.settings.robot_callback_secret, job_id, body, request.headers)
+        verify_callback(state.settings.callback_secrets, job_id, body, request.headers)
     except SignatureError:
         raise ApiError(401, "the event's signature does not verify for this job") from None
     webhook_id = request.headers["webhook-id"]
@@ -119,6 +135,7 @@ def receive_event(job_id: str) -> ResponseReturnValue:
         except UnknownItem as exc:
             session.rollback()
             raise _unknown_items([str(exc.args[0])]) from None
+        g.callback_outcome = result.outcome.value
         if result.outcome == Outcome.CONFLICT:
             session.rollback()
             raise ApiError(409, result.message, "result_conflict")

@@ -497,6 +497,19 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         },
                     }
                 },
+                "/metrics": {
+                    "get": {
+                        "operationId": "metrics",
+                        "summary": "Prometheus metrics (text exposition format)",
+                        "responses": {
+                            "200": {
+                                "description": "every metric, in Prometheus' text format",
+                                "content": {"text/plain": {"schema": {"type": "string"}}},
+                            },
+                            **_common_errors(401, 503),
+                        },
+                    }
+                },
                 "/healthz": {
                     "get": {
                         "operationId": "health",

@@ -171,12 +171,16 @@ DB_PASSWORD = "db-pa55word-7f3a"
 REDIS_PASSWORD = "redis-pa55word-9c1d"
 
 
+PREVIOUS_SECRETS = ("previous-master-s3cr3t", "older-master-s3cr3t")
+
+
 def test_a_full_run_leaves_no_secret_in_any_log_or_answer(log_dir) -> None:
     with rig(
         log_dir,
         database="postgres",
         database_password=DB_PASSWORD,
         redis_password=REDIS_PASSWORD,
+        ROBOT_CALLBACK_SECRET_PREVIOUS=",".join(PREVIOUS_SECRETS),
     ) as r:
         answers: list[requests.Response] = []
         batch = orders(4)
@@ -230,6 +234,7 @@ def test_a_full_run_leaves_no_secret_in_any_log_or_answer(log_dir) -> None:
             "master callback secret": MASTER_SECRET,
             "database password": DB_PASSWORD,
             "Redis password": REDIS_PASSWORD,
+            **{f"previous master secret {n}": v for n, v in enumerate(PREVIOUS_SECRETS)},
         }
         for job in r.db.rows("SELECT id FROM jobs"):
             secret = job_callback_secret(MASTER_SECRET, job[0])

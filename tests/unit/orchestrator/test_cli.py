@@ -335,3 +335,58 @@ def test_resubmit_refusals_are_one_line(cli, csv_file, server, started):
     result = cli("resubmit", open_job, "--item", "no-such-item")
     assert result.exit_code == 1
     assert result.stderr.splitlines()[1] == "error: item no-such-item: not an item of this job"
+
+
+# --- orchestrator db prune (CONTRACT §9, retention by hand) ---
+
+
+def test_db_prune_dry_run_counts_then_prune_deletes(database_url, make_settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from orchestrator.models import Job
+
+    settings = make_settings()
+    with session_scope(database_url) as session:
+        job_id = lifecycle.create_job(session, [{"orderId": "A", "pedidoInput": {}}]).id
+    with session_scope(database_url) as session:
+        lifecycle.claim_dispatch(session, job_id, settings)
+    with session_scope(database_url) as session:
+        apply_event(session, job_id, "msg-1", "robot.batch.completed", {})
+    with session_scope(database_url) as session:
+        lifecycle.finalize(session, job_id)
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(finished_at=datetime.now(UTC) - timedelta(days=3))
+        )
+    with session_scope(database_url) as session:
+        open_id = lifecycle.create_job(session, [{"orderId": "B", "pedidoInput": {}}]).id
+    env = {"APP_ENV": "development", "DATABASE_URL": database_url}
+    runner = CliRunner()
+
+    dry = runner.invoke(main, ["db", "prune", "--older-than", "2.5", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    counts = "1 jobs, 1 items, 1 events, 0 idempotency_keys, 0 notifications"
+    assert f"would delete {counts}" in dry.output
+    with session_scope(database_url) as session:
+        assert session.get(Job, job_id) is not None
+
+    done = runner.invoke(main, ["db", "prune", "--older-than", "2.5"], env=env)
+    assert done.exit_code == 0, done.output
+    assert f"deleted {counts}" in done.output
+    with session_scope(database_url) as session:
+        assert session.get(Job, job_id) is None
+        assert session.get(Job, open_id) is not None
+
+    again = runner.invoke(main, ["db", "prune", "--older-than", "2.5"], env=env)
+    assert "deleted 0 jobs" in again.output
+
+
+def test_db_prune_needs_a_number_of_days() -> None:
+    runner = CliRunner()
+    for args in (["db", "prune"], ["db", "prune", "--older-than", "-1"]):
+        answer = runner.invoke(main, args, env={"APP_ENV": "development"})
+        assert answer.exit_code == 2
+        assert "--older-than" in answer.output

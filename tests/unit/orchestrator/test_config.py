@@ -172,6 +172,37 @@ def test_secrets_include_tokens_and_url_passwords():
     assert "" not in settings.secrets()
 
 
+def test_operations_settings_are_read():  # CONTRACT §2, §9
+    settings = load(
+        ROBOT_CALLBACK_SECRET_PREVIOUS=" old-one-s3cr3t , ,older-s3cr3t",
+        RETENTION_DAYS="0.5",
+        LOG_FORMAT="json",
+        WORKER_METRICS_PORT="9101",
+    )
+    assert settings.robot_callback_secret_previous == ("old-one-s3cr3t", "older-s3cr3t")
+    assert settings.callback_secrets == ("master-s3cr3t", "old-one-s3cr3t", "older-s3cr3t")
+    assert {"old-one-s3cr3t", "older-s3cr3t"} <= set(settings.secrets())
+    assert "s3cr3t" not in repr(settings)
+    assert settings.retention_days == 0.5
+    assert settings.log_format == "json"
+    assert settings.worker_metrics_port == 9101
+    defaults = load()
+    assert defaults.retention_days is None  # kept forever
+    assert defaults.log_format == "text"
+    assert defaults.robot_callback_secret_previous == ()
+    assert defaults.worker_metrics_port is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LOG_FORMAT", "xml"), ("LOG_FORMAT", "JSON"), ("RETENTION_DAYS", "-1"),
+     ("RETENTION_DAYS", "soon"), ("WORKER_METRICS_PORT", "http")],
+)  # fmt: skip
+def test_invalid_operations_settings_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load(**{name: value})
+
+
 def test_repr_shows_no_secret():
     settings = load(
         ROBOT_API_TOKEN="robot-token-s3cr3t",

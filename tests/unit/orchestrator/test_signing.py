@@ -52,22 +52,22 @@ def test_secret_differs_per_job_and_per_master():
 
 
 def test_valid_signature_verifies():
-    verify_callback(MASTER, JOB, BODY, signed())
+    verify_callback((MASTER,), JOB, BODY, signed())
 
 
 def test_case_insensitive_headers_as_flask_gives_them_verify():
     headers = Headers({name.title(): value for name, value in signed().items()})
-    verify_callback(MASTER, JOB, BODY, headers)
+    verify_callback((MASTER,), JOB, BODY, headers)
 
 
 def test_one_valid_signature_among_several_verifies():
     headers = signed()
     headers["webhook-signature"] = "v1,AAAA " + headers["webhook-signature"]
-    verify_callback(MASTER, JOB, BODY, headers)
+    verify_callback((MASTER,), JOB, BODY, headers)
 
 
 def test_timestamp_four_minutes_off_verifies():
-    verify_callback(MASTER, JOB, BODY, signed(when=datetime.now(UTC) - timedelta(minutes=4)))
+    verify_callback((MASTER,), JOB, BODY, signed(when=datetime.now(UTC) - timedelta(minutes=4)))
 
 
 @pytest.mark.parametrize(
@@ -82,15 +82,15 @@ def test_timestamp_four_minutes_off_verifies():
 )
 def test_signature_for_something_else_is_refused(headers):
     with pytest.raises(SignatureError):
-        verify_callback(MASTER, JOB, BODY, headers)
+        verify_callback((MASTER,), JOB, BODY, headers)
 
 
 def test_kept_verifiers_still_tell_jobs_and_masters_apart():
     # Each job's verifier is kept for its next callbacks: warm them all, then cross them.
     other = "another-job"
-    verify_callback(MASTER, JOB, BODY, signed())
-    verify_callback(MASTER, other, BODY, signed(job_id=other))
-    verify_callback("another-master", JOB, BODY, signed(master="another-master"))
+    verify_callback((MASTER,), JOB, BODY, signed())
+    verify_callback((MASTER,), other, BODY, signed(job_id=other))
+    verify_callback(("another-master",), JOB, BODY, signed(master="another-master"))
     for job_id, master, headers in [
         (JOB, MASTER, signed(job_id=other)),
         (other, MASTER, signed()),
@@ -98,19 +98,19 @@ def test_kept_verifiers_still_tell_jobs_and_masters_apart():
         (JOB, MASTER, signed(master="another-master")),
     ]:
         with pytest.raises(SignatureError):
-            verify_callback(master, job_id, BODY, headers)
+            verify_callback((master,), job_id, BODY, headers)
 
 
 @pytest.mark.parametrize("offset", [timedelta(minutes=-6), timedelta(minutes=6)])
 def test_stale_or_future_timestamp_is_refused(offset):
     headers = signed(when=datetime.now(UTC) + offset)
     with pytest.raises(SignatureError):
-        verify_callback(MASTER, JOB, BODY, headers)
+        verify_callback((MASTER,), JOB, BODY, headers)
 
 
 def test_tampered_body_is_refused():
     with pytest.raises(SignatureError):
-        verify_callback(MASTER, JOB, BODY.replace(b"portal down", b"all fine!!"), signed())
+        verify_callback((MASTER,), JOB, BODY.replace(b"portal down", b"all fine!!"), signed())
 
 
 MALFORMED = {
@@ -131,20 +131,53 @@ MALFORMED = {
 def test_malformed_headers_raise_signature_error_never_value_error(override):
     headers = signed() | override
     with pytest.raises(SignatureError):
-        verify_callback(MASTER, JOB, BODY, headers)
+        verify_callback((MASTER,), JOB, BODY, headers)
 
 
 @pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
 def test_missing_header_is_refused(missing):
     headers = {k: v for k, v in signed().items() if k != missing}
     with pytest.raises(SignatureError):
-        verify_callback(MASTER, JOB, BODY, headers)
+        verify_callback((MASTER,), JOB, BODY, headers)
 
 
 def test_signature_error_does_not_reveal_the_secret():
     secret = job_callback_secret(MASTER, JOB)
     with pytest.raises(SignatureError) as caught:
-        verify_callback(MASTER, JOB, BODY, signed(master="another-master"))
+        verify_callback((MASTER,), JOB, BODY, signed(master="another-master"))
     text = str(caught.value)
     assert MASTER not in text
     assert secret not in text and secret.removeprefix("whsec_") not in text
+
+
+# --- rotation (CONTRACT §9) ---
+
+
+def test_a_callback_signed_under_a_previous_master_verifies_while_it_is_listed():
+    old_signature = signed(master="old-master")
+    verify_callback(("new-master", "older", "old-master"), JOB, BODY, old_signature)
+    verify_callback(("new-master", "old-master"), JOB, BODY, signed(master="new-master"))
+
+
+def test_without_the_previous_master_the_old_signature_fails():
+    old_signature = signed(master="old-master")
+    verify_callback(("new-master", "old-master"), JOB, BODY, old_signature)  # cached verifier
+    with pytest.raises(SignatureError):
+        verify_callback(("new-master",), JOB, BODY, old_signature)
+
+
+def test_a_previous_master_signs_for_its_own_jobs_only():
+    with pytest.raises(SignatureError):
+        verify_callback(("new-master", "old-master"), JOB, BODY, signed(master="unrelated"))
+    with pytest.raises(SignatureError):
+        verify_callback(
+            ("new-master", "old-master"),
+            JOB,
+            BODY,
+            signed(master="old-master", job_id="another-job"),
+        )
+
+
+def test_one_string_is_not_taken_for_a_list_of_secrets():
+    with pytest.raises(TypeError):
+        verify_callback(MASTER, JOB, BODY, signed())  # type: ignore[arg-type]

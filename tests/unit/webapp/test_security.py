@@ -101,6 +101,7 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
         "/api/robot/jobs/{job_id}/events",
         "/api/notifications",
         "/api/notifications/{notification_id}/redeliver",
+        "/metrics",
         "/healthz",
     }
     submit = document["components"]["schemas"]["SubmitRequest"]["properties"]["orders"]

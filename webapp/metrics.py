@@ -1,0 +1,19 @@
+"""``GET /metrics``: Prometheus text for a bearer of one of API_TOKENS (CONTRACT §3)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from orchestrator.metrics import web_exposition
+
+from .auth import require_token
+from .state import orchestrator
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics_page() -> Response:
+    require_token()
+    body, content_type = web_exposition(orchestrator().settings.database_url)
+    return Response(body, content_type=content_type)
