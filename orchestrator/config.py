@@ -49,8 +49,14 @@ class Settings:
     robot_callback_secret_previous: tuple[str, ...] = field(default=(), repr=False)
     retention_days: float | None = None
     log_format: str = "text"
+    # Robot capacity and dispatch control (CONTRACT §7): None means no limit / off.
+    robot_max_active_jobs: int | None = None
+    robot_silence_timeout_seconds: float | None = None
+    robot_pause_after_failures: int = 3
     # Not in the contract: operational knobs with safe defaults (README, "Operations").
-    housekeeping_interval_seconds: float = 15.0
+    # 5 s: a pause's `until` and the silence timeout act within 20 s of their time (§7) with
+    # room for a slow tick; the hand-off's safety net runs as often.
+    housekeeping_interval_seconds: float = 5.0
     rekick_after_seconds: float = 120.0
     wait_poll_max_seconds: float = 3600.0  # default: half of broker_visibility_timeout
     broker_visibility_timeout: int = 7200
@@ -188,6 +194,12 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "NOTIFY_GIVE_UP_SECONDS": ("notify_give_up_seconds", _float),
     "RETENTION_DAYS": ("retention_days", _float),
     "LOG_FORMAT": ("log_format", _log_format),
+    "ROBOT_MAX_ACTIVE_JOBS": ("robot_max_active_jobs", _int),
+    "ROBOT_SILENCE_TIMEOUT_SECONDS": (
+        "robot_silence_timeout_seconds",
+        lambda n, v: _float(n, v, minimum=0.001),
+    ),
+    "ROBOT_PAUSE_AFTER_FAILURES": ("robot_pause_after_failures", lambda n, v: _int(n, v, 0)),
     "HOUSEKEEPING_INTERVAL_SECONDS": (
         "housekeeping_interval_seconds",
         lambda n, v: _float(n, v, minimum=0.1),

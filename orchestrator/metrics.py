@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from . import notifications
+from . import dispatch_control, notifications
 from .db import connect
 from .models import OPEN_JOB_STATUSES, Job, JobStatus
 
@@ -251,7 +251,7 @@ class DatabaseCollector:
 
         with connect(self.database_url) as conn:
             counts = _job_counts(conn)
-            # Lead: orchestrator_dispatch_paused from _paused(conn) (dispatch_control.read_state).
+            paused = dispatch_control.is_paused(conn)
             outbox = notifications.status_counts(conn)
         jobs = GaugeMetricFamily("orchestrator_jobs", "Jobs now in each status", labels=["status"])
         for status, count in counts.by_status.items():
@@ -264,6 +264,9 @@ class DatabaseCollector:
         )
         yield GaugeMetricFamily(
             "orchestrator_queued_jobs", "Open jobs waiting for their dispatch", value=counts.queued
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_dispatch_paused", "1 while dispatching is paused", value=int(paused)
         )
         kept = GaugeMetricFamily(
             "orchestrator_notifications", "Notifications in each status", labels=["status"]

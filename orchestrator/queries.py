@@ -10,7 +10,8 @@ from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.orm import Session
 
-from .models import Item, ItemStatus, Job
+from . import dispatch_control
+from .models import OPEN_JOB_STATUSES, Item, ItemStatus, Job
 
 # GET /api/jobs/<id> is what a client polls while it waits (and what the wake benchmark
 # measures): two prebuilt statements, rows handed to the schemas as mappings, no ORM objects.
@@ -23,6 +24,7 @@ _JOB_SHOWN = select(
     _jobs.c.dispatched_at,
     _jobs.c.deadline,
     _jobs.c.finished_at,
+    _jobs.c.priority,
     _jobs.c.resubmit_of,
 ).where(_jobs.c.id == bindparam("the_job"))
 _ITEMS_SHOWN = (
@@ -53,12 +55,17 @@ def _field(row: Any, name: str) -> Any:
 
 
 def job_dict(
-    job: Any, counts: dict[str, int], items: Sequence[Any] | None = None
+    job: Any,
+    counts: dict[str, int],
+    items: Sequence[Any] | None = None,
+    *,
+    queue_position: int | None = None,
 ) -> dict[str, Any]:
     """Return the job as ``GET /api/jobs/<id>`` shows it (ORM object or row mapping).
 
     The one shape of a job for the API, the library and the notifications' ``data``: a field
     added here appears in all of them. Without ``items`` it is the job list's summary.
+    ``queue_position`` is a waiting job's place in the dispatch order (``queue_position``).
     """
     body: dict[str, Any] = {
         "id": _field(job, "id"),
@@ -68,6 +75,8 @@ def job_dict(
         "dispatchedAt": _iso(_field(job, "dispatched_at")),
         "deadline": _iso(_field(job, "deadline")),
         "finishedAt": _iso(_field(job, "finished_at")),
+        "priority": _field(job, "priority"),
+        "queuePosition": queue_position,
         "resubmitOf": _field(job, "resubmit_of"),
         "counts": counts,
     }
@@ -91,7 +100,19 @@ def job_view(conn: Connection, job_id: str) -> dict[str, Any] | None:
     if shown is None:
         return None
     job, items = shown
-    return job_dict(job, counts_of(items), items)
+    return job_dict(job, counts_of(items), items, queue_position=queue_position(conn, job))
+
+
+def queue_position(conn: Connection, job: Any) -> int | None:
+    """Return a waiting job's 1-based place in the dispatch order; None once dispatched or final.
+
+    ``job`` is a Job or a row with id, status, dispatched_at, priority and created_at.
+    """
+    if _field(job, "status") not in OPEN_JOB_STATUSES or _field(job, "dispatched_at") is not None:
+        return None
+    return dispatch_control.position_of(
+        conn, _field(job, "id"), _field(job, "priority"), _field(job, "created_at")
+    )
 
 
 def item_counts(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -58,6 +58,7 @@ def submit_job(
     idempotency_key: str | None = None,
     body_digest: str | None = None,
     resubmit_of: str | None = None,
+    priority: int = 0,
 ) -> Submitted:
     """Create a job for validated orders and enqueue its chain after the commit.
 
@@ -65,7 +66,9 @@ def submit_job(
     starts nothing; the same key with a different body raises IdempotencyConflict.
     ``resubmit_of`` names the job the orders come from (resubmit_job).
     """
-    digest = body_digest or request_digest({"orders": list(orders)})
+    digest = body_digest or request_digest(
+        {"orders": list(orders), **({"priority": priority} if priority else {})}
+    )
     token_digest = _digest(token)
     session = session_factory(settings.database_url)()
     try:
@@ -73,7 +76,7 @@ def submit_job(
             earlier = _earlier(session, token_digest, idempotency_key, digest)
             if earlier is not None:
                 return Submitted(earlier, created=False)
-        job = lifecycle.create_job(session, orders, resubmit_of=resubmit_of)
+        job = lifecycle.create_job(session, orders, priority=priority, resubmit_of=resubmit_of)
         if idempotency_key is not None:
             session.flush()  # the key row refers to the job row: insert the job first
             session.add(
@@ -193,8 +196,7 @@ def resubmit_job(
             "validation_failed",
         )
     orders = [{"orderId": item.order_id, "pedidoInput": item.pedido_input} for item in chosen]
-    # ``priority`` is validated by the edge and part of the digest; it reaches the new job
-    # once submit_job takes it (the capacity issue adds ``priority`` there).
+    # ``priority`` is validated by the edge and part of the digest.
     try:
         return submit_job(
             settings,
@@ -204,6 +206,7 @@ def resubmit_job(
             idempotency_key=idempotency_key,
             body_digest=digest,
             resubmit_of=job_id,
+            priority=priority,
         )
     except (IntegrityError, IdempotencyInProgress):
         # The old job deleted (retention) since it was read: resubmit_of names no job.

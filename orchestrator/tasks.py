@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import housekeeping, lifecycle, metrics, notifications, robot_client
+from . import dispatch_control, housekeeping, lifecycle, metrics, notifications, robot_client
 from .config import Settings
 from .db import session_scope
 from .logs import job_context
@@ -88,6 +88,34 @@ def enqueue_delivery(app: Celery, job_id: str | None) -> None:
     app.send_task("orchestrator.deliver_notifications", args=(job_id,))
 
 
+def hand_off(app: Celery, settings: Settings, *, slot_freed: bool = True) -> list[str]:
+    """Start the parked jobs that the free slots let go now; return their ids (CONTRACT §7).
+
+    Called after the commit of every transition that can free a slot or move the queue
+    (a job finalized or cancelled, dispatching resumed: ``slot_freed=False``) and by every
+    housekeeping run, the safety net for a process that died between such a commit and this
+    call. A chain sent twice is harmless: the dispatch claim is a compare-and-set. Without
+    a limit a freed slot starts nothing (only a pause parks jobs, and the resume hands them
+    off), so a finalize then costs no transaction.
+    """
+    if slot_freed and settings.robot_max_active_jobs is None:
+        return []
+    try:
+        with session_scope(settings.database_url) as session:
+            job_ids = lifecycle.next_waiting(session, settings)
+    except SQLAlchemyError as exc:
+        log.warning("hand-off skipped (%s); housekeeping hands off", type(exc).__name__)
+        return []
+    for job_id in job_ids:
+        try:
+            start_job(app, job_id, settings)
+        except Exception as exc:  # the broker: housekeeping re-kicks the job (claim_stalled)
+            log.warning("job %s: its chain could not be enqueued (%s)", job_id, exc)
+    if job_ids:
+        log.info("hand-off: started %d waiting jobs", len(job_ids))
+    return job_ids
+
+
 @shared_task(name="orchestrator.mark_processing", bind=True)
 def mark_processing(self: Task, job_id: str) -> None:
     """Mark the job processing; stop this chain if the job is closed or already dispatched."""
@@ -105,7 +133,7 @@ def dispatch(self: Task, job_id: str) -> None:
     with session_scope(settings.database_url) as session:
         ticket = lifecycle.claim_dispatch(session, job_id, settings)
     if ticket is None:
-        log.info("job %s: dispatch already claimed or job closed; this chain stops", job_id)
+        log.info("job %s: not dispatched now (waiting, claimed before or closed)", job_id)
         _stop_chain(self)
         return
     try:
@@ -114,17 +142,15 @@ def dispatch(self: Task, job_id: str) -> None:
         result = "ambiguous" if exc.robot_may_have_it else "refused"
         metrics.count_dispatch(result)
         with session_scope(settings.database_url) as session:
-            lifecycle.record_dispatch_result(session, job_id, result)
-            lifecycle.finalize(
-                session,
-                job_id,
-                lifecycle.Failure(str(exc), robot_may_have_it=exc.robot_may_have_it, kind=result),
+            lifecycle.fail_dispatch(
+                session, settings, job_id, str(exc), exc.robot_may_have_it, exc.status_code
             )
+        hand_off(current_app, settings)
         raise
     metrics.count_dispatch("accepted")
     try:
         with session_scope(settings.database_url) as session:
-            lifecycle.record_dispatch_result(session, job_id, "accepted")
+            lifecycle.record_dispatch_accepted(session, job_id)
     except SQLAlchemyError:
         # The robot has the job: a missing note must not fail it.
         log.warning("job %s: accepted by the robot, but the note could not be saved", job_id)
@@ -180,22 +206,32 @@ def wait_for_report(
 @shared_task(name="orchestrator.finalize")
 def finalize(job_id: str) -> str | None:
     """Settle the job from its report or its deadline; a finished job stays as it is."""
-    return close_job(_settings(), job_id)
+    return close_job(current_app, _settings(), job_id)
 
 
-def close_job(settings: Settings, job_id: str) -> str | None:
-    """Settle the job from its report or its deadline, then drop its Redis keys.
+def close_job(
+    app: Celery,
+    settings: Settings,
+    job_id: str,
+    failure: lifecycle.Failure | None = None,
+    *,
+    then_hand_off: bool = True,
+) -> str | None:
+    """Settle the job (lifecycle.finalize), commit, drop its Redis keys, hand its slot on.
 
-    The ``finalize`` task's work, also done by the report listener's thread when a report
-    wakes the job (no broker hop). Returns the new status, None when nothing changed.
+    The one way a task settles a job: the ``finalize`` task, the report listener's thread
+    when a report wakes the job (no broker hop), the chain's errback and housekeeping (which
+    hands off once per run instead). Returns the new status, None when nothing changed.
     """
     with session_scope(settings.database_url) as session:
-        status = lifecycle.finalize(session, job_id)
+        status = lifecycle.finalize(session, job_id, failure)
     if status is not None:
         try:
             _rendezvous(settings).forget(job_id)
         except RedisError:
             log.warning("job %s: could not drop its Redis keys (they expire anyway)", job_id)
+        if then_hand_off:
+            hand_off(app, settings)
     return status
 
 
@@ -223,8 +259,7 @@ def _fail_job(request: Any, job_id: str, exc: BaseException) -> None:
         reason = f"unexpected error in {step}: {type(exc).__name__}; see the worker log"
         may_have_it = None
         kind = "unexpected"
-    with session_scope(_settings().database_url) as session:
-        lifecycle.finalize(session, job_id, lifecycle.Failure(reason, may_have_it, kind))
+    close_job(current_app, _settings(), job_id, lifecycle.Failure(reason, may_have_it, kind))
 
 
 @shared_task(name="orchestrator.deliver_notifications", bind=True)
@@ -253,17 +288,32 @@ def deliver_notifications(self: Task, job_id: str | None = None) -> None:
 
 @shared_task(name="orchestrator.housekeeping")
 def run_housekeeping() -> dict[str, int]:
-    """Settle reported and overdue jobs, restart stalled ones, apply retention: the database."""
+    """Settle reported, overdue and silent jobs, end a timed pause, restart stalled jobs, hand
+    free slots on, send due notifications and apply retention, from the database."""
     settings = _settings()
+    app = current_app
     settled = 0
     with session_scope(settings.database_url) as session:
         due = housekeeping.jobs_to_settle(session)
     for job_id in due:
-        with job_context(job_id), session_scope(settings.database_url) as session:
-            closed = lifecycle.finalize(session, job_id) is not None
+        with job_context(job_id):
+            closed = close_job(app, settings, job_id, then_hand_off=False) is not None
         if closed:
             settled += 1
             metrics.count_settled()
+    silence = lifecycle.silence_failure(settings)
+    silent = 0
+    if silence is not None and silence.silent_since is not None:
+        with session_scope(settings.database_url) as session:
+            quiet = housekeeping.silent_jobs(
+                session, silence.silent_since, settings.robot_dispatch_timeout_seconds
+            )
+        for job_id in quiet:
+            with job_context(job_id):
+                if close_job(app, settings, job_id, silence, then_hand_off=False) is not None:
+                    silent += 1
+    with session_scope(settings.database_url) as session:
+        resumed = dispatch_control.resume_if_due(session, settings)
     with session_scope(settings.database_url) as session:
         stalled = housekeeping.claim_stalled(session, settings.rekick_after_seconds)
         purged = housekeeping.purge_idempotency_keys(session)
@@ -271,13 +321,14 @@ def run_housekeeping() -> dict[str, int]:
     for job_id in stalled:
         with job_context(job_id):
             log.warning("job %s was never dispatched; starting its chain again", job_id)
-            start_job(current_app, job_id, settings)
+            start_job(app, job_id, settings)
+    handed = hand_off(app, settings, slot_freed=False)
     streams: list[str | None] = []
     if settings.notify_url:
         with session_scope(settings.database_url) as session:
             streams = notifications.due_streams(session)
         for stream in streams:
-            enqueue_delivery(current_app, stream)
+            enqueue_delivery(app, stream)
     deleted = 0
     if settings.retention_days is not None:
         pruned = housekeeping.prune_finished(
@@ -287,16 +338,23 @@ def run_housekeeping() -> dict[str, int]:
         )
         deleted = pruned.get("jobs", 0)
         metrics.count_pruned(deleted)
-    if settled or stalled or deleted:
+    if settled or silent or stalled or handed or resumed or deleted:
         log.info(
-            "housekeeping: settled %d jobs, restarted %d, deleted %d past retention",
-            settled,
+            "housekeeping: settled %d jobs (%d silent), restarted %d, handed off %d, "
+            "deleted %d past retention%s",
+            settled + silent,
+            silent,
             len(stalled),
+            len(handed),
             deleted,
+            ", resumed dispatching" if resumed else "",
         )
     return {
-        "settled": settled,
+        "settled": settled + silent,
+        "silent": silent,
         "restarted": len(stalled),
+        "handedOff": len(handed),
+        "resumed": int(resumed),
         "purgedKeys": purged,
         "notificationStreams": len(streams),
         "deletedJobs": deleted,

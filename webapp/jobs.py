@@ -92,9 +92,13 @@ def _idempotency_errors() -> Iterator[None]:
 
 def _created(result: Submitted) -> ResponseReturnValue:
     """202 with the new job and its Location; 200 with the earlier one for a repeated key."""
-    if result.created:  # as just committed, without reading it back
+    if result.created:  # as just committed, without reading it back (but for its place)
         job = result.job
-        answer = jsonify(queries.job_dict(job, queries.counts_of(job.items), job.items))
+        with orchestrator().read_connection() as conn:
+            position = queries.queue_position(conn, job)
+        answer = jsonify(
+            queries.job_dict(job, queries.counts_of(job.items), job.items, queue_position=position)
+        )
     else:
         answer = jsonify(_job_with_items(result.job.id))
     answer.status_code = 202 if result.created else 200
@@ -129,6 +133,7 @@ def submit() -> ResponseReturnValue:
             token=g.api_token,
             idempotency_key=key,
             body_digest=request_digest(body),
+            priority=data["priority"],
         )
     return _created(result)
 
@@ -168,7 +173,11 @@ def list_jobs() -> ResponseReturnValue:
     with orchestrator().session() as session:
         jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after)
         counts = queries.item_counts(session, [job.id for job in jobs])
-        body = [queries.job_dict(job, counts[job.id]) for job in jobs]
+        conn = session.connection()
+        body = [
+            queries.job_dict(job, counts[job.id], queue_position=queries.queue_position(conn, job))
+            for job in jobs
+        ]
     next_cursor = None
     if more and jobs:
         last = jobs[-1]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import (
     EXCLUDE,
+    INCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -38,11 +40,32 @@ class OrderSchema(Schema):
     pedidoInput = fields.Dict(required=True)
 
 
+class StrictInteger(fields.Integer):
+    """A JSON integer only: no string, fraction (``1.0`` included) or boolean."""
+
+    default_error_messages = {"invalid": "must be a JSON integer"}
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return value
+
+
+PRIORITY_RANGE = (-100, 100)
+
+
+def priority_field() -> StrictInteger:
+    """The optional ``priority`` of a submitted job (CONTRACT §3): -100..100, default 0."""
+    low, high = PRIORITY_RANGE
+    return StrictInteger(load_default=0, validate=validate.Range(min=low, max=high))
+
+
 class SubmitSchema(Schema):
     class Meta:
         unknown = RAISE
 
     orders = fields.List(fields.Nested(OrderSchema), required=True)
+    priority = priority_field()
 
     @validates_schema
     def _unique_order_ids(self, data: dict[str, Any], **_: Any) -> None:
@@ -53,15 +76,6 @@ class SubmitSchema(Schema):
                     {"orders": {index: {"orderId": ["duplicate orderId within the job"]}}}
                 )
             seen.add(order["orderId"])
-
-
-class StrictInteger(fields.Integer):
-    """A JSON integer only: no string, fraction or boolean (``True`` is an int in Python)."""
-
-    def _validated(self, value: Any) -> int:
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._validated(value)
 
 
 class StrictBoolean(fields.Boolean):
@@ -81,7 +95,7 @@ class ResubmitSchema(Schema):
 
     itemIds = fields.List(fields.String(validate=validate.Length(min=1, max=255)))
     confirmUnknown = StrictBoolean(load_default=False)
-    priority = StrictInteger(strict=True, load_default=0, validate=validate.Range(-100, 100))
+    priority = priority_field()
 
 
 class ListQuerySchema(Schema):
@@ -149,11 +163,19 @@ class BatchFailedSchema(Schema):
     )
 
 
+class HeartbeatSchema(Schema):
+    """``robot.heartbeat``: any JSON object as ``data``, stored as sent."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
 EVENT_DATA_SCHEMAS: dict[str, Schema] = {
     "robot.item.started": ItemStartedSchema(),
     "robot.item.completed": ItemResultSchema(),
     "robot.batch.completed": BatchCompletedSchema(),
     "robot.batch.failed": BatchFailedSchema(),
+    "robot.heartbeat": HeartbeatSchema(),
 }
 
 
@@ -163,6 +185,30 @@ class EventSchema(Schema):
 
     type = fields.String(required=True, validate=validate.OneOf(list(EVENT_DATA_SCHEMAS)))
     data = fields.Dict(required=True)
+
+
+# --- dispatch control (CONTRACT §3) ---
+
+
+class PauseSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    reason = _text(500, required=True)
+    until = fields.AwareDateTime(format="iso")
+
+    @validates_schema
+    def _until_in_the_future(self, data: dict[str, Any], **_: Any) -> None:
+        until = data.get("until")
+        if until is None:
+            return
+        try:
+            until = until.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past datetime's range in UTC
+            raise ValidationError({"until": ["out of range"]}) from None
+        if until <= datetime.now(UTC):
+            raise ValidationError({"until": ["must be a time in the future"]})
+        data["until"] = until
 
 
 # --- answers ---

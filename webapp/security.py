@@ -10,8 +10,8 @@ processes stays below it; smaller limits are counted exactly, request by request
 configurable and generous by default:
 
 * ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` and
-  ``/api/notifications`` — requests without a valid token share one bucket per client
-  address, so guessing tokens is throttled too;
+  ``/api/dispatch``, ``/api/notifications`` — requests without a valid token share one bucket
+  per client address, so guessing tokens is throttled too;
 * ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): per client address on
   ``/api/robot/…``.
 
@@ -153,13 +153,14 @@ def init_app(app: Flask) -> None:
     app.after_request(_secure_headers)
 
 
-_API_ROOTS = ("/api/jobs", "/api/notifications")
+# The bearer-token routes that share the API's limit.
+API_ROUTES = ("/api/jobs", "/api/dispatch", "/api/notifications")
 
 
 def _scope() -> tuple[str, str] | None:
     """Return (limit name, bucket) of this request, or None when no limit applies."""
     path = request.path
-    if path in _API_ROOTS or path.startswith(tuple(f"{root}/" for root in _API_ROOTS)):
+    if any(path == base or path.startswith(base + "/") for base in API_ROUTES):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         accepted = orchestrator().settings.api_tokens

@@ -6,7 +6,10 @@ whose ``pedidoInput`` has ``"_fault": "hold_before_send"`` or ``"hold_after_send
 dispatch write ``$FAULT_HOOK_DIR/held-<job id>`` at that point and then hang (bounded), so that
 a test can kill the worker exactly there. While ``$FAULT_HOOK_DIR/hold-notifications`` exists,
 a notification's send writes ``$FAULT_HOOK_DIR/held-notification-<id>`` after its claim and
-hangs (bounded) before the POST. Never loaded in production.
+hangs (bounded) before the POST. While ``$FAULT_HOOK_DIR/hold-hand-off`` exists, every
+hand-off (``tasks.hand_off``, after a finalize's commit) writes ``held-hand-off`` and hangs
+(bounded) instead: a test kills the worker between a finalize's commit and its hand-off.
+Never loaded in production.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator import notifications, robot_client
+from orchestrator import notifications, robot_client, tasks
 
 HOLD_SECONDS = 120  # the test kills the worker long before; bounded all the same
 
 _real_dispatch = robot_client.dispatch
 _real_send = notifications.send
+_real_hand_off = tasks.hand_off
 
 
 def _directory() -> Path:
@@ -60,5 +64,13 @@ def send(settings: Any, claim: Any) -> Any:
     return _real_send(settings, claim)
 
 
+def hand_off(app: Any, settings: Any, **options: Any) -> Any:
+    if (_directory() / "hold-hand-off").exists():
+        (_directory() / "held-hand-off").write_text(str(os.getpid()))
+        time.sleep(HOLD_SECONDS)
+    return _real_hand_off(app, settings, **options)
+
+
 robot_client.dispatch = dispatch
 notifications.send = send
+tasks.hand_off = hand_off

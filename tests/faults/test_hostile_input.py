@@ -70,6 +70,7 @@ def state(r: Rig) -> tuple[Any, ...]:
         r.db.scalar("SELECT count(*) FROM events"),
         r.db.scalar("SELECT count(*) FROM idempotency_keys"),
         tuple(r.db.rows("SELECT report, count(*) FROM jobs GROUP BY report ORDER BY report")),
+        tuple(r.db.rows("SELECT paused, paused_reason, paused_until FROM dispatch_control")),
     )
 
 
@@ -100,6 +101,9 @@ OPERATIONS = [
     ("GET", "/healthz"),
     ("GET", "/api/notifications"),
     ("POST", "/api/notifications/{notification_id}/redeliver"),
+    ("GET", "/api/dispatch"),
+    ("POST", "/api/dispatch/pause"),
+    ("POST", "/api/dispatch/resume"),
 ]
 CALLBACK = "/api/robot/jobs/{job_id}/events"
 RESUBMIT = "/api/jobs/{job_id}/resubmit"
@@ -144,7 +148,7 @@ FUZZ_CASES = [
     for method, path in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     if mode == GenerationMode.POSITIVE
-    or path in ("/api/jobs", RESUBMIT, "/api/notifications", CALLBACK)
+    or path in ("/api/jobs", RESUBMIT, "/api/notifications", CALLBACK, "/api/dispatch/pause")
 ]
 
 
@@ -161,7 +165,7 @@ def test_schemathesis_finds_no_server_error_no_schema_violation_no_change_on_rej
     if "{job_id}" in path:
         # Half the cases aim at a job that exists; the rest at whatever is generated.
         fixed = {"path_parameters": {"job_id": job_on(r)["id"]}}
-    authed = path.startswith(("/api/jobs", "/api/notifications"))
+    authed = path.startswith(("/api/jobs", "/api/notifications", "/api/dispatch"))
     auth = {"headers": dict(AUTH)} if authed else {}
     strategy = operation.as_strategy(mode, **auth, **fixed) | operation.as_strategy(mode, **auth)
     seen: dict[int, int] = {}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from orchestrator import lifecycle, notifications, queries
+from orchestrator import dispatch_control, lifecycle, notifications, queries
 from orchestrator.config import ConfigError, load_settings
 from orchestrator.db import connect, session_scope
 from orchestrator.models import Notification
@@ -373,3 +373,59 @@ def test_a_result_applied_after_a_finalize_it_did_not_see_still_records_job_upda
         )
     kinds = [(r.type, r.payload["items"][0]["trackingNumber"]) for r in rows(database_url)]
     assert kinds == [("job.finished", None), ("job.updated", "RACE-1")]
+
+
+# --- dispatch.paused and dispatch.resumed (CONTRACT §8), written with the pause itself ---
+
+
+def _dispatch_rows(url: str) -> list[tuple[str, dict]]:
+    return [(row.type, row.payload) for row in rows(url) if row.job_id is None]
+
+
+def test_a_pause_and_a_resume_by_hand_are_notified_with_the_dispatch_state(
+    database_url, notify, enqueued
+) -> None:
+    with session_scope(database_url) as session:
+        paused = dispatch_control.pause(session, notify, "portal maintenance")
+    with session_scope(database_url) as session:  # a new reason for the same pause
+        dispatch_control.pause(session, notify, "portal maintenance, longer")
+    with session_scope(database_url) as session:
+        resumed = dispatch_control.resume(session, notify)
+    with session_scope(database_url) as session:  # not paused: nothing resumes
+        dispatch_control.resume(session, notify)
+
+    assert _dispatch_rows(database_url) == [
+        (notifications.DISPATCH_PAUSED, paused.as_json()),
+        (notifications.DISPATCH_RESUMED, resumed.as_json()),
+    ]
+    assert paused.as_json()["pausedBy"] == "api"
+    assert enqueued == [None, None]
+
+
+def test_a_pause_by_itself_and_the_end_of_a_timed_pause_are_notified(
+    database_url, notify, make_settings
+) -> None:
+    settings = make_settings(database_url=database_url, robot_pause_after_failures=2)
+    with session_scope(database_url) as session:
+        assert not dispatch_control.count_failure(session, settings, "refused: 500", True)
+    with session_scope(database_url) as session:
+        assert dispatch_control.count_failure(session, settings, "refused: 503", True)
+    [(kind, data)] = _dispatch_rows(database_url)
+    assert (kind, data["pausedBy"], data["paused"]) == (
+        notifications.DISPATCH_PAUSED,
+        "failures",
+        True,
+    )
+    assert "refused: 503" in data["pausedReason"]
+
+    with session_scope(database_url) as session:
+        dispatch_control.pause(session, settings, "short", datetime.now(UTC) + timedelta(hours=1))
+        session.execute(
+            update(dispatch_control.DispatchControl).values(
+                paused_until=datetime.now(UTC) - timedelta(seconds=1)
+            )
+        )
+    with session_scope(database_url) as session:
+        assert dispatch_control.resume_if_due(session, settings)
+    kind, data = _dispatch_rows(database_url)[-1]
+    assert (kind, data["paused"]) == (notifications.DISPATCH_RESUMED, False)

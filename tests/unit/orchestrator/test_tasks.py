@@ -61,10 +61,13 @@ def test_housekeeping_settles_a_lost_report_and_deletes_what_retention_says(
 
     assert result == {
         "settled": 1,
+        "silent": 0,
         "restarted": 0,
+        "handedOff": 0,
+        "resumed": 0,
         "purgedKeys": 0,
-        "deletedJobs": 1,
         "notificationStreams": 0,
+        "deletedJobs": 1,
     }
     assert sample("orchestrator_housekeeping_settled_jobs_total") == settled + 1
     assert sample("orchestrator_retention_deleted_jobs_total") == deleted + 1

@@ -91,6 +91,15 @@ def test_every_status_is_present_on_an_empty_database(client) -> None:
     assert samples[("orchestrator_queued_jobs", ())] == 0
     assert set(callbacks(samples)) == {"applied", "duplicate", "late", "conflict", "rejected"}
     assert notifications_gauge(samples) == {"pending": 0, "delivered": 0, "failed": 0}
+    assert samples[("orchestrator_dispatch_paused", ())] == 0
+
+
+def test_the_paused_gauge_follows_a_pause_and_a_resume(app, client) -> None:
+    state = app.extensions["orchestrator"]
+    state.pause_dispatch("portal maintenance")
+    assert scrape(client)[("orchestrator_dispatch_paused", ())] == 1
+    state.resume_dispatch()
+    assert scrape(client)[("orchestrator_dispatch_paused", ())] == 0
 
 
 def notifications_gauge(samples) -> dict[str, float]:
@@ -122,7 +131,7 @@ def test_job_gauges_follow_the_database(app, client, database_url) -> None:
     new_job(settings, database_url)  # pending, queued
     marked, _ = new_job(settings, database_url)
     with session_scope(database_url) as session:
-        lifecycle.mark_processing(session, marked)  # processing, not dispatched: queued
+        lifecycle.mark_processing(session, marked)  # still pending until its claim: queued
     new_job(settings, database_url, dispatch=True)  # processing, dispatched: active
     done, _ = new_job(settings, database_url, dispatch=True)
     with session_scope(database_url) as session:
@@ -140,8 +149,8 @@ def test_job_gauges_follow_the_database(app, client, database_url) -> None:
     samples = scrape(client)
 
     assert jobs_gauge(samples) == {
-        "pending": 1,
-        "processing": 2,
+        "pending": 2,
+        "processing": 1,
         "completed": 1,
         "failed": 1,
         "cancelled": 2,
