@@ -402,10 +402,12 @@ class Stack:
         redis_mode: str,
         robot: str = "accept",
         processes: Sequence[str] = ("robot", "web", "worker", "beat"),
+        robot_args: str = "",
         **env: str,
     ) -> None:
         self.name = name
         self.robot_mode = robot
+        self.robot_args = robot_args  # appended to the robot's command (later options win)
         self.wanted = processes
         self.extra_env = env
         self.redis_mode = redis_mode
@@ -485,9 +487,12 @@ class Stack:
             if self.robot_mode == "simulator":
                 return (
                     f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
-                    f"--item-delay 0 --token {ROBOT_TOKEN}"
-                )
-            return f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode}"
+                    f"--item-delay 0 --token {ROBOT_TOKEN} {self.robot_args}"
+                ).rstrip()
+            return (
+                f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode} "
+                f"{self.robot_args}"
+            ).rstrip()
         command = procfile()[name]
         if name == "worker":
             node = f"bench-{self.name}-{uuid.uuid4().hex[:6]}@%h"
