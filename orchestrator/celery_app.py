@@ -121,7 +121,7 @@ class ReportListener(bootsteps.StartStopStep):
     def _wake(app: Celery, settings: Settings, job_id: str) -> None:
         """Close the reported job here; hand it to a ``finalize`` task if that fails."""
         try:
-            status = close_job(settings, job_id)
+            status = close_job(app, settings, job_id)
             if status is not None:
                 log.info("job %s: closed by the report listener on its wake-up", job_id)
             return

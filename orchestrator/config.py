@@ -40,8 +40,14 @@ class Settings:
     max_batch_size: int = 500
     max_body_bytes: int = 2_097_152
     port: int = 5000
+    # Robot capacity and dispatch control (CONTRACT §7): None means no limit / off.
+    robot_max_active_jobs: int | None = None
+    robot_silence_timeout_seconds: float | None = None
+    robot_pause_after_failures: int = 3
     # Not in the contract: operational knobs with safe defaults (README, "Operations").
-    housekeeping_interval_seconds: float = 15.0
+    # 5 s: a pause's `until` and the silence timeout act within 20 s of their time (§7) with
+    # room for a slow tick; the hand-off's safety net runs as often.
+    housekeeping_interval_seconds: float = 5.0
     rekick_after_seconds: float = 120.0
     wait_poll_max_seconds: float = 3600.0  # default: half of broker_visibility_timeout
     broker_visibility_timeout: int = 7200
@@ -140,6 +146,12 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_BATCH_SIZE": ("max_batch_size", _int),
     "MAX_BODY_BYTES": ("max_body_bytes", _int),
     "PORT": ("port", lambda n, v: _int(n, v, minimum=0)),
+    "ROBOT_MAX_ACTIVE_JOBS": ("robot_max_active_jobs", _int),
+    "ROBOT_SILENCE_TIMEOUT_SECONDS": (
+        "robot_silence_timeout_seconds",
+        lambda n, v: _float(n, v, minimum=0.001),
+    ),
+    "ROBOT_PAUSE_AFTER_FAILURES": ("robot_pause_after_failures", lambda n, v: _int(n, v, 0)),
     "HOUSEKEEPING_INTERVAL_SECONDS": (
         "housekeeping_interval_seconds",
         lambda n, v: _float(n, v, minimum=0.1),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -27,10 +27,29 @@ def jobs_to_settle(session: Session, limit: int = 500) -> list[str]:
     return list(rows)
 
 
+def silent_jobs(session: Session, cutoff: datetime, limit: int = 500) -> list[str]:
+    """Return dispatched, unreported jobs from which no event arrived since ``cutoff``."""
+    last_sign_of_life = func.coalesce(Job.last_event_at, Job.dispatched_at)
+    rows = session.scalars(
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.PROCESSING,
+            Job.dispatched_at.is_not(None),
+            Job.report.is_(None),
+            last_sign_of_life <= cutoff,
+        )
+        .order_by(last_sign_of_life)
+        .limit(limit)
+    )
+    return list(rows)
+
+
 def claim_stalled(session: Session, after_seconds: float, limit: int = 200) -> list[str]:
     """Claim open jobs never dispatched for ``after_seconds``, for their chain to start again.
 
     Re-sending the chain is safe: the dispatch claim lets only one copy reach the robot.
+    A parked job (waiting for a slot or the end of a pause) is not stalled: the hand-off
+    starts it (``lifecycle.next_waiting``).
     """
     threshold = utcnow() - timedelta(seconds=after_seconds)
     last_touch = func.coalesce(Job.kicked_at, Job.created_at)
@@ -39,6 +58,7 @@ def claim_stalled(session: Session, after_seconds: float, limit: int = 200) -> l
         .where(
             Job.status.in_((JobStatus.PENDING, JobStatus.PROCESSING)),
             Job.dispatched_at.is_(None),
+            Job.parked_at.is_(None),
             last_touch <= threshold,
         )
         .order_by(Job.created_at)

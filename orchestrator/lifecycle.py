@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
+from . import dispatch_control
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -54,9 +55,15 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def create_job(session: Session, orders: Sequence[dict[str, Any]]) -> Job:
+def create_job(session: Session, orders: Sequence[dict[str, Any]], priority: int = 0) -> Job:
     """Add a pending job with one pending item per order; the caller commits."""
-    job = Job(id=new_id(), status=JobStatus.PENDING, item_count=len(orders), created_at=utcnow())
+    job = Job(
+        id=new_id(),
+        status=JobStatus.PENDING,
+        item_count=len(orders),
+        created_at=utcnow(),
+        priority=priority,
+    )
     # Set as the job's collection, so the new job can be shown without reading it back.
     job.items = [
         Item(
@@ -91,16 +98,18 @@ _jobs = Job.__table__
 _items = Item.__table__
 _this_job = _jobs.c.id == bindparam("the_job")
 _open = _jobs.c.status.in_(OPEN_JOB_STATUSES)
+# A job stays pending until its dispatch is claimed: one waiting for a slot shows pending.
 _MARK = (
     update(_jobs)
     .where(_this_job, _open, _jobs.c.dispatched_at.is_(None))
-    .values(
-        status=JobStatus.PROCESSING.value,
-        marked_at=func.coalesce(_jobs.c.marked_at, bindparam("now", type_=UTCDateTime)),
-    )
+    .values(marked_at=func.coalesce(_jobs.c.marked_at, bindparam("now", type_=UTCDateTime)))
 )
 _OPEN_DEADLINE = select(_jobs.c.deadline).where(_this_job, _open)
-_ITEM_COUNT = select(_jobs.c.item_count).where(_this_job)
+_CLAIM_FACTS = select(_jobs.c.id, _jobs.c.item_count, _jobs.c.priority, _jobs.c.created_at).where(
+    _this_job
+)
+_waiting = dispatch_control.WAITING
+_PARK = update(_jobs).where(_this_job, _waiting).values(parked_at=bindparam("now"))
 _CLAIM = (
     update(_jobs)
     .where(_this_job, _open, _jobs.c.dispatched_at.is_(None))
@@ -130,6 +139,7 @@ _RECORD_RESULT = (
 _FINALIZE_FACTS = select(
     _jobs.c.status, _jobs.c.report, _jobs.c.report_error, _jobs.c.dispatched_at, _jobs.c.deadline
 ).where(_this_job)
+_last_sign_of_life = func.coalesce(_jobs.c.last_event_at, _jobs.c.dispatched_at)
 _CLOSE = {
     guard: update(_jobs)
     .where(_this_job, _open, condition)
@@ -139,6 +149,12 @@ _CLOSE = {
     for guard, condition in (
         ("unreported", _jobs.c.report.is_(None)),
         ("reported", _jobs.c.report == bindparam("the_report")),
+        # Silence: only while no event arrived since the cutoff (one may land meanwhile).
+        (
+            "silent",
+            _jobs.c.report.is_(None)
+            & (_last_sign_of_life <= bindparam("the_cutoff", type_=UTCDateTime)),
+        ),
     )
 }
 _SETTLE_ITEMS = (
@@ -149,10 +165,11 @@ _SETTLE_ITEMS = (
 
 
 def mark_processing(session: Session, job_id: str) -> bool:
-    """Move a pending job to processing; True while the job is still open and undispatched.
+    """Note that a worker took the job; True while the job is still open and undispatched.
 
-    One statement: a job re-kicked by housekeeping is already processing and keeps the time
-    it was first marked.
+    One statement, and the status stays ``pending``: the job becomes ``processing`` at its
+    dispatch claim, so one that waits for a free slot shows ``pending`` (CONTRACT §7). A job
+    re-kicked by housekeeping keeps the time it was first marked.
     """
     marked = session.connection().execute(_MARK, {"the_job": job_id, "now": utcnow()})
     return bool(marked.rowcount)
@@ -173,18 +190,30 @@ class DispatchTicket:
 
 
 def claim_dispatch(session: Session, job_id: str, settings: Settings) -> DispatchTicket | None:
-    """Claim the one dispatch of a job; None when it was claimed before or the job closed.
+    """Claim the one dispatch of a job; None when it must wait, was claimed before or closed.
 
     The claim must be committed before any byte goes to the robot: whoever loses the
     compare-and-set never sends, so a redelivered message or a second worker cannot
-    dispatch again.
+    dispatch again. Pause, capacity and order are checked in the same transaction, under
+    the dispatch control row's lock (CONTRACT §7): a job may go only while dispatching is
+    not paused, fewer than ROBOT_MAX_ACTIVE_JOBS are active, and it is among the first
+    (free slots) waiting jobs in order. Otherwise it is parked, still ``pending``: its chain
+    stops, and the hand-off (``next_waiting``) starts it again when a slot frees.
     """
     conn = session.connection()
-    item_count = conn.scalar(_ITEM_COUNT, {"the_job": job_id})
-    if item_count is None:
+    job = conn.execute(_CLAIM_FACTS, {"the_job": job_id}).first()
+    if job is None:
         raise JobNotFound(job_id)
+    limited = settings.robot_max_active_jobs is not None
+    # Without a limit only the pause is read: claims need not wait for one another.
+    control = dispatch_control.lock(conn, shared=not limited)
     now = utcnow()
-    deadline = compute_deadline(now, item_count, settings)
+    why_wait = _why_wait(conn, control, job, settings)
+    if why_wait is not None:
+        if conn.execute(_PARK, {"the_job": job_id, "now": now}).rowcount:
+            log.info("job %s waits: %s", job_id, why_wait)
+        return None
+    deadline = compute_deadline(now, job.item_count, settings)
     claim = {"the_job": job_id, "now": now, "new_deadline": deadline}
     if not conn.execute(_CLAIM, claim).rowcount:
         return None
@@ -193,9 +222,82 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
     return DispatchTicket(job_id=job_id, deadline=deadline, items=items)
 
 
+def _why_wait(conn: Any, control: Any, job: Any, settings: Settings) -> str | None:
+    """Say why the job may not be dispatched now, or None when it may."""
+    if control.paused:
+        return "dispatching is paused"
+    free = dispatch_control.free_slots(conn, settings)
+    if free is None:
+        return None
+    if free <= 0:
+        return f"the robot has {settings.robot_max_active_jobs} active jobs (the limit)"
+    if not dispatch_control.within_first(conn, job, free):
+        return "other waiting jobs come first"
+    return None
+
+
+def next_waiting(session: Session, settings: Settings) -> list[str]:
+    """Take the parked jobs that may start now; the caller commits, then starts their chains.
+
+    The hand-off after every transition that frees a slot (and housekeeping's safety net):
+    the first (free slots) waiting jobs in order, all of them without a limit, none while
+    paused. Only parked jobs are returned (their chains stopped); a job whose chain is still
+    on its way claims by itself. Under the control row's lock, so a claim that is parking a
+    job right now commits first and its job is seen here.
+    """
+    conn = session.connection()
+    control = dispatch_control.lock(conn)
+    if control.paused:
+        return []
+    free = dispatch_control.free_slots(conn, settings)
+    if free == 0:
+        return []
+    window = select(_jobs.c.id).where(_waiting).order_by(*dispatch_control.QUEUE_ORDER)
+    # Without a limit every parked job may go; with one, only the first (free) in order.
+    window = window.where(_jobs.c.parked_at.is_not(None)) if free is None else window.limit(free)
+    job_ids = list(conn.scalars(window))
+    if not job_ids:
+        return []
+    taken = set(
+        conn.scalars(
+            update(_jobs)
+            .where(_jobs.c.id.in_(job_ids), _waiting, _jobs.c.parked_at.is_not(None))
+            .values(parked_at=None, kicked_at=utcnow())
+            .returning(_jobs.c.id)
+        )
+    )
+    return [job_id for job_id in job_ids if job_id in taken]
+
+
 def record_dispatch_result(session: Session, job_id: str, result: str) -> None:
     """Remember what the dispatch request returned (accepted, refused or ambiguous)."""
     session.connection().execute(_RECORD_RESULT, {"the_job": job_id, "new_result": result})
+
+
+def record_dispatch_accepted(session: Session, job_id: str) -> None:
+    """Remember an accepted dispatch; the failures in a row start again from 0."""
+    dispatch_control.reset_failures(session.connection())
+    record_dispatch_result(session, job_id, "accepted")
+
+
+def fail_dispatch(
+    session: Session,
+    settings: Settings,
+    job_id: str,
+    reason: str,
+    robot_may_have_it: bool,
+    status_code: int | None = None,
+) -> str | None:
+    """Record a failed dispatch, count it toward the pause, and fail the job (CONTRACT §4, §7).
+
+    A 4xx answer is the robot refusing this one job: it fails the job but is not counted.
+    The control row is locked before the job's row, as the claim does. The caller commits.
+    """
+    result = "ambiguous" if robot_may_have_it else "refused"
+    refused_this_job = status_code is not None and 400 <= status_code < 500
+    dispatch_control.count_failure(session, settings, reason, counts=not refused_this_job)
+    record_dispatch_result(session, job_id, result)
+    return finalize(session, job_id, Failure(reason, robot_may_have_it=robot_may_have_it))
 
 
 @dataclass(frozen=True)
@@ -204,6 +306,8 @@ class Failure:
 
     reason: str
     robot_may_have_it: bool | None = None  # None: decided by whether dispatch began
+    # Silence: applies only if the job's last event (or dispatch) is not after this time.
+    silent_since: datetime | None = None
 
 
 def _close(
@@ -213,15 +317,18 @@ def _close(
     error: str | None,
     item_status: ItemStatus,
     report: str | None,
+    silent_since: datetime | None = None,
 ) -> JobStatus | None:
     """Compare-and-set the job to a final state, then settle its unreported items."""
     conn = session.connection()
     now = utcnow()
     params = {"the_job": job_id, "new_status": status.value, "new_error": error, "now": now}
-    if report is None:
-        closed = conn.execute(_CLOSE["unreported"], params).rowcount
-    else:
+    if report is not None:
         closed = conn.execute(_CLOSE["reported"], {**params, "the_report": report}).rowcount
+    elif silent_since is not None:
+        closed = conn.execute(_CLOSE["silent"], {**params, "the_cutoff": silent_since}).rowcount
+    else:
+        closed = conn.execute(_CLOSE["unreported"], params).rowcount
     if not closed:
         return None
     conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
@@ -257,7 +364,15 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
             if may_have_it is None:
                 may_have_it = job.dispatched_at is not None
             item_status = ItemStatus.UNKNOWN if may_have_it else ItemStatus.ERROR
-            done = _close(session, job_id, JobStatus.FAILED, failure.reason, item_status, None)
+            done = _close(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                failure.reason,
+                item_status,
+                None,
+                failure.silent_since,
+            )
         elif job.deadline is not None and job.deadline <= utcnow():
             reason = (
                 f"the robot did not report the batch before its deadline "
@@ -270,6 +385,19 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
             return done.value
         # Lost a race (a report landed, or another process closed the job): look again.
     return None
+
+
+def silence_failure(settings: Settings) -> Failure | None:
+    """The failure of a dispatched job the robot has been silent about; None when off (§7)."""
+    seconds = settings.robot_silence_timeout_seconds
+    if seconds is None:
+        return None
+    return Failure(
+        f"the robot sent nothing for {seconds:g} seconds (ROBOT_SILENCE_TIMEOUT_SECONDS); "
+        "check the portal before resubmitting",
+        robot_may_have_it=True,
+        silent_since=utcnow() - timedelta(seconds=seconds),
+    )
 
 
 def cancel(session: Session, job_id: str) -> Job:

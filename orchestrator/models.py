@@ -1,4 +1,5 @@
-"""Database tables: jobs, their items, received robot events and idempotency keys."""
+"""Database tables: jobs, their items, received robot events, idempotency keys and the
+one-row dispatch control (pause, failures in a row)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,13 @@ class Job(Base):
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Last time housekeeping re-enqueued the chain of a job that never got dispatched.
     kicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Dispatch order among waiting jobs (CONTRACT §7): higher first, then older first.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Last valid robot event of any type: the silence timeout counts from it (or dispatch).
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when a dispatch claim found no free slot (or a pause) and the chain stopped: the
+    # hand-off re-sends only such jobs, never a chain that is still on its way.
+    parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.position")
 
@@ -109,6 +117,35 @@ class Job(Base):
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
     )
+
+
+# The dispatch order of waiting jobs, on the waiting jobs only: the claim's window and
+# every queuePosition are one range scan of it (the predicate is a literal, no parameter,
+# so both engines use the partial index for any query that repeats it).
+_waiting = Job.dispatched_at.is_(None)
+Index(
+    "ix_jobs_queue",
+    Job.priority.desc(),
+    Job.created_at,
+    Job.id,
+    Job.status,
+    postgresql_where=_waiting,
+    sqlite_where=_waiting,
+)
+
+
+class DispatchControl(Base):
+    """The one row (id 1) every dispatch claim locks: pause state and failures in a row."""
+
+    __tablename__ = "dispatch_control"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_by: Mapped[str | None] = mapped_column(String(16))
+    failures_in_a_row: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Item(Base):

@@ -10,7 +10,8 @@ from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.orm import Session
 
-from .models import Item, ItemStatus, Job
+from .dispatch_control import position_of
+from .models import OPEN_JOB_STATUSES, Item, ItemStatus, Job
 
 # GET /api/jobs/<id> is what a client polls while it waits (and what the wake benchmark
 # measures): two prebuilt statements, rows handed to the schemas as mappings, no ORM objects.
@@ -23,6 +24,7 @@ _JOB_SHOWN = select(
     _jobs.c.dispatched_at,
     _jobs.c.deadline,
     _jobs.c.finished_at,
+    _jobs.c.priority,
 ).where(_jobs.c.id == bindparam("the_job"))
 _ITEMS_SHOWN = (
     select(
@@ -41,6 +43,16 @@ def job_as_shown(conn: Connection, job_id: str) -> tuple[RowMapping, list[RowMap
     if job is None:
         return None
     return job, list(conn.execute(_ITEMS_SHOWN, {"the_job": job_id}).mappings())
+
+
+def queue_position(conn: Connection, job: Any) -> int | None:
+    """Return a waiting job's 1-based place in the dispatch order; None once dispatched or final.
+
+    ``job`` is a Job or a row with id, status, dispatched_at, priority and created_at.
+    """
+    if job.status not in OPEN_JOB_STATUSES or job.dispatched_at is not None:
+        return None
+    return position_of(conn, job.id, job.priority, job.created_at)
 
 
 def item_counts(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:

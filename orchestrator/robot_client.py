@@ -24,6 +24,12 @@ class DispatchFailed(Exception):
 
     robot_may_have_it: bool = False
 
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        # The robot's HTTP answer, when there was one: a 4xx is the robot refusing this one
+        # job and does not count toward the pause after failures (CONTRACT §7).
+        self.status_code = status_code
+
 
 class DispatchRefused(DispatchFailed):
     """The robot certainly did not receive or take the job: its items are safe to resend."""
@@ -98,9 +104,10 @@ def dispatch(
     if code in AMBIGUOUS_STATUSES:
         raise DispatchAmbiguous(
             f"the robot's gateway answered HTTP {code}; the job may have been passed on, "
-            "check the portal before resubmitting"
+            "check the portal before resubmitting",
+            status_code=code,
         )
-    raise DispatchRefused(f"the robot refused the job with HTTP {code}")
+    raise DispatchRefused(f"the robot refused the job with HTTP {code}", status_code=code)
 
 
 def _host(url: str) -> str:

@@ -39,8 +39,10 @@ ITEM_STARTED = "robot.item.started"
 ITEM_COMPLETED = "robot.item.completed"
 BATCH_COMPLETED = "robot.batch.completed"
 BATCH_FAILED = "robot.batch.failed"
-EVENT_TYPES = (ITEM_STARTED, ITEM_COMPLETED, BATCH_COMPLETED, BATCH_FAILED)
+HEARTBEAT = "robot.heartbeat"
+EVENT_TYPES = (ITEM_STARTED, ITEM_COMPLETED, BATCH_COMPLETED, BATCH_FAILED, HEARTBEAT)
 ITEM_EVENTS = (ITEM_STARTED, ITEM_COMPLETED)
+BATCH_EVENTS = (BATCH_COMPLETED, BATCH_FAILED)
 
 
 class Outcome(enum.StrEnum):
@@ -76,6 +78,9 @@ JOB_STATUS = select(_jobs.c.status).where(_this_job)
 # FOR UPDATE; its BEGIN IMMEDIATE already holds the write lock.)
 _LOCK_JOB = select(_jobs.c.status).where(_this_job).with_for_update()
 _RECORD_EVENT = InsertOrSkip(_events, [_events.c.job_id, _events.c.webhook_id], _events.c.id)
+# Every stored event proves the robot alive: the silence timeout counts from it (§7). Also
+# the job's row lock, taken before any item's, the order finalize and cancel use.
+_TOUCH_JOB = update(_jobs).where(_this_job).values(last_event_at=bindparam("now"))
 _MARK_STARTED = (
     update(_items)
     .where(_this_item)
@@ -118,7 +123,21 @@ def apply_event(
     if event_type in ITEM_EVENTS:
         status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
         return apply_item_event(session, job_id, status, webhook_id, event_type, data)
+    if event_type == HEARTBEAT:
+        return apply_heartbeat(session, job_id, webhook_id, data)
     return apply_batch_event(session, job_id, webhook_id, event_type, data)
+
+
+def apply_heartbeat(
+    session: Session, job_id: str, webhook_id: str, data: dict[str, Any]
+) -> EventResult:
+    """Record a heartbeat: stored and de-duplicated like any event, it changes nothing else."""
+    conn = session.connection()
+    now = utcnow()
+    late = conn.scalar(JOB_STATUS, {"the_job": job_id}) not in OPEN_JOB_STATUSES
+    if not _record(conn, job_id, webhook_id, HEARTBEAT, data, late, now):
+        return EventResult(Outcome.DUPLICATE)
+    return EventResult(Outcome.LATE if late else Outcome.APPLIED)
 
 
 def apply_item_event(
@@ -191,7 +210,8 @@ def _record(
     late: bool,
     now: datetime,
 ) -> bool:
-    """Insert the event row; False when this job already has an event with this webhook-id."""
+    """Insert the event row and note the job's last event; False when this job already has an
+    event with this webhook-id (then nothing is written)."""
     row = {
         "job_id": job_id,
         "webhook_id": webhook_id,
@@ -200,7 +220,10 @@ def _record(
         "late": late,
         "received_at": now,
     }
-    return conn.scalar(_RECORD_EVENT(conn), row) is not None
+    if conn.scalar(_RECORD_EVENT(conn), row) is None:
+        return False
+    conn.execute(_TOUCH_JOB, {"the_job": job_id, "now": now})
+    return True
 
 
 def _result_values(result: dict[str, Any]) -> dict[str, Any]:

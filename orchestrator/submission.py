@@ -53,13 +53,16 @@ def submit_job(
     token: str = "",
     idempotency_key: str | None = None,
     body_digest: str | None = None,
+    priority: int = 0,
 ) -> Submitted:
     """Create a job for validated orders and enqueue its chain after the commit.
 
     With an ``idempotency_key`` (scoped to ``token``) a repeat returns the first job and
     starts nothing; the same key with a different body raises IdempotencyConflict.
     """
-    digest = body_digest or request_digest({"orders": list(orders)})
+    digest = body_digest or request_digest(
+        {"orders": list(orders), **({"priority": priority} if priority else {})}
+    )
     token_digest = _digest(token)
     session = session_factory(settings.database_url)()
     try:
@@ -67,7 +70,7 @@ def submit_job(
             earlier = _earlier(session, token_digest, idempotency_key, digest)
             if earlier is not None:
                 return Submitted(earlier, created=False)
-        job = lifecycle.create_job(session, orders)
+        job = lifecycle.create_job(session, orders, priority=priority)
         if idempotency_key is not None:
             session.flush()  # the key row refers to the job row: insert the job first
             session.add(

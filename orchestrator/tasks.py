@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import housekeeping, lifecycle, robot_client
+from . import dispatch_control, housekeeping, lifecycle, robot_client
 from .config import Settings
 from .db import session_scope
 from .rendezvous import Rendezvous, get_redis
@@ -72,6 +72,30 @@ def start_job(app: Celery, job_id: str, settings: Settings) -> None:
     job_chain(app, job_id, settings).apply_async()
 
 
+def hand_off(app: Celery, settings: Settings) -> list[str]:
+    """Start the parked jobs that the free slots let go now; return their ids (CONTRACT §7).
+
+    Called after the commit of every transition that can free a slot or move the queue
+    (a job finalized or cancelled, dispatching resumed) and by every housekeeping run, the
+    safety net for a process that died between such a commit and this call. A chain sent
+    twice is harmless: the dispatch claim is a compare-and-set.
+    """
+    try:
+        with session_scope(settings.database_url) as session:
+            job_ids = lifecycle.next_waiting(session, settings)
+    except SQLAlchemyError as exc:
+        log.warning("hand-off skipped (%s); housekeeping hands off", type(exc).__name__)
+        return []
+    for job_id in job_ids:
+        try:
+            start_job(app, job_id, settings)
+        except Exception as exc:  # the broker: housekeeping re-kicks the job (claim_stalled)
+            log.warning("job %s: its chain could not be enqueued (%s)", job_id, exc)
+    if job_ids:
+        log.info("hand-off: started %d waiting jobs", len(job_ids))
+    return job_ids
+
+
 @shared_task(name="orchestrator.mark_processing", bind=True)
 def mark_processing(self: Task, job_id: str) -> None:
     """Mark the job processing; stop this chain if the job is closed or already dispatched."""
@@ -89,24 +113,21 @@ def dispatch(self: Task, job_id: str) -> None:
     with session_scope(settings.database_url) as session:
         ticket = lifecycle.claim_dispatch(session, job_id, settings)
     if ticket is None:
-        log.info("job %s: dispatch already claimed or job closed; this chain stops", job_id)
+        log.info("job %s: not dispatched now (waiting, claimed before or closed)", job_id)
         _stop_chain(self)
         return
     try:
         robot_client.dispatch(ticket, settings)
     except robot_client.DispatchFailed as exc:
-        result = "ambiguous" if exc.robot_may_have_it else "refused"
         with session_scope(settings.database_url) as session:
-            lifecycle.record_dispatch_result(session, job_id, result)
-            lifecycle.finalize(
-                session,
-                job_id,
-                lifecycle.Failure(str(exc), robot_may_have_it=exc.robot_may_have_it),
+            lifecycle.fail_dispatch(
+                session, settings, job_id, str(exc), exc.robot_may_have_it, exc.status_code
             )
+        hand_off(current_app, settings)
         raise
     try:
         with session_scope(settings.database_url) as session:
-            lifecycle.record_dispatch_result(session, job_id, "accepted")
+            lifecycle.record_dispatch_accepted(session, job_id)
     except SQLAlchemyError:
         # The robot has the job: a missing note must not fail it.
         log.warning("job %s: accepted by the robot, but the note could not be saved", job_id)
@@ -162,22 +183,32 @@ def wait_for_report(
 @shared_task(name="orchestrator.finalize")
 def finalize(job_id: str) -> str | None:
     """Settle the job from its report or its deadline; a finished job stays as it is."""
-    return close_job(_settings(), job_id)
+    return close_job(current_app, _settings(), job_id)
 
 
-def close_job(settings: Settings, job_id: str) -> str | None:
-    """Settle the job from its report or its deadline, then drop its Redis keys.
+def close_job(
+    app: Celery,
+    settings: Settings,
+    job_id: str,
+    failure: lifecycle.Failure | None = None,
+    *,
+    then_hand_off: bool = True,
+) -> str | None:
+    """Settle the job (lifecycle.finalize), commit, drop its Redis keys, hand its slot on.
 
-    The ``finalize`` task's work, also done by the report listener's thread when a report
-    wakes the job (no broker hop). Returns the new status, None when nothing changed.
+    The one way a task settles a job: the ``finalize`` task, the report listener's thread
+    when a report wakes the job (no broker hop), the chain's errback and housekeeping (which
+    hands off once per run instead). Returns the new status, None when nothing changed.
     """
     with session_scope(settings.database_url) as session:
-        status = lifecycle.finalize(session, job_id)
+        status = lifecycle.finalize(session, job_id, failure)
     if status is not None:
         try:
             _rendezvous(settings).forget(job_id)
         except RedisError:
             log.warning("job %s: could not drop its Redis keys (they expire anyway)", job_id)
+        if then_hand_off:
+            hand_off(app, settings)
     return status
 
 
@@ -198,27 +229,52 @@ def fail_job(request: Any, exc: BaseException, traceback: Any) -> None:
         step = (request.task or "a step").removeprefix("orchestrator.")
         reason = f"unexpected error in {step}: {type(exc).__name__}; see the worker log"
         may_have_it = None
-    with session_scope(_settings().database_url) as session:
-        lifecycle.finalize(session, job_id, lifecycle.Failure(reason, may_have_it))
+    close_job(current_app, _settings(), job_id, lifecycle.Failure(reason, may_have_it))
 
 
 @shared_task(name="orchestrator.housekeeping")
 def run_housekeeping() -> dict[str, int]:
-    """Settle reported and overdue jobs and restart stalled ones, from the database."""
+    """Settle reported, overdue and silent jobs, end a timed pause, restart stalled jobs and
+    hand free slots on, from the database."""
     settings = _settings()
+    app = current_app
     settled = 0
     with session_scope(settings.database_url) as session:
         due = housekeeping.jobs_to_settle(session)
     for job_id in due:
+        if close_job(app, settings, job_id, then_hand_off=False) is not None:
+            settled += 1
+    silence = lifecycle.silence_failure(settings)
+    silent = 0
+    if silence is not None and silence.silent_since is not None:
         with session_scope(settings.database_url) as session:
-            if lifecycle.finalize(session, job_id) is not None:
-                settled += 1
+            quiet = housekeeping.silent_jobs(session, silence.silent_since)
+        for job_id in quiet:
+            if close_job(app, settings, job_id, silence, then_hand_off=False) is not None:
+                silent += 1
+    with session_scope(settings.database_url) as session:
+        resumed = dispatch_control.resume_if_due(session)
     with session_scope(settings.database_url) as session:
         stalled = housekeeping.claim_stalled(session, settings.rekick_after_seconds)
         purged = housekeeping.purge_idempotency_keys(session)
     for job_id in stalled:
         log.warning("job %s was never dispatched; starting its chain again", job_id)
-        start_job(current_app, job_id, settings)
-    if settled or stalled:
-        log.info("housekeeping: settled %d jobs, restarted %d", settled, len(stalled))
-    return {"settled": settled, "restarted": len(stalled), "purgedKeys": purged}
+        start_job(app, job_id, settings)
+    handed = hand_off(app, settings)
+    if settled or silent or stalled or handed or resumed:
+        log.info(
+            "housekeeping: settled %d jobs (%d silent), restarted %d, handed off %d%s",
+            settled + silent,
+            silent,
+            len(stalled),
+            len(handed),
+            ", resumed dispatching" if resumed else "",
+        )
+    return {
+        "settled": settled + silent,
+        "silent": silent,
+        "restarted": len(stalled),
+        "handedOff": len(handed),
+        "resumed": int(resumed),
+        "purgedKeys": purged,
+    }

@@ -38,9 +38,10 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
 
 
 def init_api(app: Flask) -> None:
-    """Register the job API, the callback blueprint and the health check on an app."""
-    from . import callbacks, health, jobs
+    """Register the job API, dispatch control, the callback blueprint and the health check."""
+    from . import callbacks, dispatch, health, jobs
 
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(dispatch.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(health.bp)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from orchestrator.models import Item
 from orchestrator.robot_events import (
+    BATCH_EVENTS,
     ITEM_EVENTS,
     JOB_STATUS,
     Outcome,
@@ -114,7 +115,8 @@ def receive_event(job_id: str) -> ResponseReturnValue:
             if event_type in ITEM_EVENTS:
                 result = apply_item_event(session, job_id, job_status, webhook_id, event_type, data)
             else:
-                _check_batch_items(session, job_id, data)
+                if event_type in BATCH_EVENTS:
+                    _check_batch_items(session, job_id, data)
                 result = apply_event(session, job_id, webhook_id, event_type, data)
         except UnknownItem as exc:
             session.rollback()

@@ -78,6 +78,7 @@ def submit() -> ResponseReturnValue:
             token=g.api_token,
             idempotency_key=key,
             body_digest=request_digest(body),
+            priority=data["priority"],
         )
     except IdempotencyConflict:
         raise ApiError(
@@ -92,9 +93,13 @@ def submit() -> ResponseReturnValue:
             "a request with this Idempotency-Key is still in progress",
             "idempotency_in_progress",
         ) from None
-    if result.created:  # as just committed, without reading it back
+    if result.created:  # as just committed, without reading it back (but for its place)
         job = result.job
-        answer = jsonify(dump_job(job, queries.counts_of(job.items), job.items))
+        with state.read_connection() as conn:
+            position = queries.queue_position(conn, job)
+        answer = jsonify(
+            dump_job(job, queries.counts_of(job.items), job.items, queue_position=position)
+        )
     else:
         answer = jsonify(_job_with_items(result.job.id))
     answer.status_code = 202 if result.created else 200
@@ -105,10 +110,11 @@ def submit() -> ResponseReturnValue:
 def _job_with_items(job_id: str) -> dict[str, Any]:
     with orchestrator().read_connection() as conn:
         shown = queries.job_as_shown(conn, job_id)
-    if shown is None:
-        raise ApiError(404, f"no job with id {job_id!r}")
-    job, items = shown
-    return dump_job(job, queries.counts_of(items), items)
+        if shown is None:
+            raise ApiError(404, f"no job with id {job_id!r}")
+        job, items = shown
+        position = queries.queue_position(conn, job)
+    return dump_job(job, queries.counts_of(items), items, queue_position=position)
 
 
 @bp.get("/<job_id>")
@@ -138,7 +144,11 @@ def list_jobs() -> ResponseReturnValue:
     with orchestrator().session() as session:
         jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after)
         counts = queries.item_counts(session, [job.id for job in jobs])
-        body = [dump_job(job, counts[job.id]) for job in jobs]
+        conn = session.connection()
+        body = [
+            dump_job(job, counts[job.id], queue_position=queries.queue_position(conn, job))
+            for job in jobs
+        ]
     next_cursor = None
     if more and jobs:
         last = jobs[-1]

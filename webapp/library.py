@@ -106,4 +106,5 @@ def get_job(job_id: str) -> dict[str, Any] | None:
             return None
         items = queries.job_items(session, job_id)
         counts = queries.item_counts(session, [job_id])[job_id]
-        return dump_job(job, counts, items)
+        position = queries.queue_position(session.connection(), job)
+        return dump_job(job, counts, items, queue_position=position)

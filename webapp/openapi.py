@@ -25,7 +25,9 @@ EVENT_TYPES = [
     "robot.item.completed",
     "robot.batch.completed",
     "robot.batch.failed",
+    "robot.heartbeat",
 ]
+PRIORITY = {"type": "integer", "minimum": -100, "maximum": 100}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -63,6 +65,15 @@ def _job_properties() -> dict[str, Any]:
         "dispatchedAt": _nullable(time),
         "deadline": _nullable(time),
         "finishedAt": _nullable(time),
+        "priority": PRIORITY,
+        "queuePosition": _nullable(
+            {
+                "type": "integer",
+                "minimum": 1,
+                "description": "a pending job's place in the dispatch order; null once "
+                "dispatched or final",
+            }
+        ),
         "counts": {
             "type": "object",
             "required": ["total", *ITEM_STATUSES],
@@ -114,7 +125,50 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "minItems": 1,
                     "maxItems": settings.max_batch_size,
                     "items": _ref("Order"),
-                }
+                },
+                "priority": {**PRIORITY, "default": 0, "description": "higher goes first"},
+            },
+        },
+        "PauseRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["reason"],
+            "properties": {
+                "reason": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 500,
+                    "pattern": NO_CONTROL,
+                },
+                "until": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "a future time with an offset; dispatching resumes by "
+                    "itself within 20 s after it",
+                },
+            },
+        },
+        "DispatchState": {
+            "type": "object",
+            "required": [
+                "paused",
+                "pausedReason",
+                "pausedUntil",
+                "pausedBy",
+                "maxActiveJobs",
+                "activeJobs",
+                "queuedJobs",
+                "failuresInARow",
+            ],
+            "properties": {
+                "paused": {"type": "boolean"},
+                "pausedReason": _nullable({"type": "string"}),
+                "pausedUntil": _nullable({"type": "string", "format": "date-time"}),
+                "pausedBy": _nullable({"type": "string", "enum": ["api", "failures"]}),
+                "maxActiveJobs": _nullable({"type": "integer", "minimum": 1}),
+                "activeJobs": {"type": "integer", "minimum": 0},
+                "queuedJobs": {"type": "integer", "minimum": 0},
+                "failuresInARow": {"type": "integer", "minimum": 0},
             },
         },
         "Item": {
@@ -155,7 +209,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "description": (
                 "data per type: item.started {itemId}; item.completed {itemId, status, "
                 "trackingNumber | error}; batch.completed {items?: [item results]}; "
-                "batch.failed {error}"
+                "batch.failed {error}; heartbeat {any object}"
             ),
             "properties": {
                 "type": {"type": "string", "enum": EVENT_TYPES},
@@ -226,6 +280,7 @@ def _with_server_answers(paths: dict[str, Any]) -> dict[str, Any]:
 def build_document(settings: Settings) -> dict[str, Any]:
     """Return the OpenAPI 3.0 document for a deployment's settings."""
     job_answer = {"content": _json(_ref("Job"))}
+    dispatch_answer = {"content": _json(_ref("DispatchState"))}
     location = {"Location": {"schema": {"type": "string"}, "description": "/api/jobs/<id>"}}
     webhook_headers = [
         {
@@ -334,6 +389,40 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         "responses": {
                             "200": {"description": "cancelled", **job_answer},
                             **_common_errors(401, 404, 409, 503),
+                        },
+                    }
+                },
+                "/api/dispatch": {
+                    "get": {
+                        "operationId": "readDispatch",
+                        "summary": "Dispatch control: pause, capacity, queue (CONTRACT §7)",
+                        "security": [{"bearerAuth": []}],
+                        "responses": {
+                            "200": {"description": "the state", **dispatch_answer},
+                            **_common_errors(401, 503),
+                        },
+                    }
+                },
+                "/api/dispatch/pause": {
+                    "post": {
+                        "operationId": "pauseDispatch",
+                        "summary": "Pause dispatching (again: replace reason and until)",
+                        "security": [{"bearerAuth": []}],
+                        "requestBody": {"required": True, "content": _json(_ref("PauseRequest"))},
+                        "responses": {
+                            "200": {"description": "paused", **dispatch_answer},
+                            **_common_errors(400, 401, 413, 415, 422, 503),
+                        },
+                    }
+                },
+                "/api/dispatch/resume": {
+                    "post": {
+                        "operationId": "resumeDispatch",
+                        "summary": "Resume dispatching; the next waiting jobs go at once",
+                        "security": [{"bearerAuth": []}],
+                        "responses": {
+                            "200": {"description": "resumed", **dispatch_answer},
+                            **_common_errors(401, 503),
                         },
                     }
                 },

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import (
     EXCLUDE,
+    INCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -39,11 +41,32 @@ class OrderSchema(Schema):
     pedidoInput = fields.Dict(required=True)
 
 
+class StrictInteger(fields.Integer):
+    """A JSON integer only: no string, fraction (``1.0`` included) or boolean."""
+
+    default_error_messages = {"invalid": "must be a JSON integer"}
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return value
+
+
+PRIORITY_RANGE = (-100, 100)
+
+
+def priority_field() -> StrictInteger:
+    """The optional ``priority`` of a submitted job (CONTRACT §3): -100..100, default 0."""
+    low, high = PRIORITY_RANGE
+    return StrictInteger(load_default=0, validate=validate.Range(min=low, max=high))
+
+
 class SubmitSchema(Schema):
     class Meta:
         unknown = RAISE
 
     orders = fields.List(fields.Nested(OrderSchema), required=True)
+    priority = priority_field()
 
     @validates_schema
     def _unique_order_ids(self, data: dict[str, Any], **_: Any) -> None:
@@ -112,11 +135,19 @@ class BatchFailedSchema(Schema):
     )
 
 
+class HeartbeatSchema(Schema):
+    """``robot.heartbeat``: any JSON object as ``data``, stored as sent."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
 EVENT_DATA_SCHEMAS: dict[str, Schema] = {
     "robot.item.started": ItemStartedSchema(),
     "robot.item.completed": ItemResultSchema(),
     "robot.batch.completed": BatchCompletedSchema(),
     "robot.batch.failed": BatchFailedSchema(),
+    "robot.heartbeat": HeartbeatSchema(),
 }
 
 
@@ -126,6 +157,30 @@ class EventSchema(Schema):
 
     type = fields.String(required=True, validate=validate.OneOf(list(EVENT_DATA_SCHEMAS)))
     data = fields.Dict(required=True)
+
+
+# --- dispatch control (CONTRACT §3) ---
+
+
+class PauseSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    reason = _text(500, required=True)
+    until = fields.AwareDateTime(format="iso")
+
+    @validates_schema
+    def _until_in_the_future(self, data: dict[str, Any], **_: Any) -> None:
+        until = data.get("until")
+        if until is None:
+            return
+        try:
+            until = until.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past datetime's range in UTC
+            raise ValidationError({"until": ["out of range"]}) from None
+        if until <= datetime.now(UTC):
+            raise ValidationError({"until": ["must be a time in the future"]})
+        data["until"] = until
 
 
 # --- answers ---
@@ -147,6 +202,7 @@ class JobOutSchema(Schema):
     dispatchedAt = fields.DateTime("iso", attribute="dispatched_at", dump_only=True)
     deadline = fields.DateTime("iso", dump_only=True)
     finishedAt = fields.DateTime("iso", attribute="finished_at", dump_only=True)
+    priority = fields.Integer(dump_only=True)
 
 
 _job_out = JobOutSchema()
@@ -154,10 +210,18 @@ _items_out = ItemOutSchema(many=True)
 
 
 def dump_job(
-    job: Any, counts: dict[str, int], items: Sequence[Any] | None = None
+    job: Any,
+    counts: dict[str, int],
+    items: Sequence[Any] | None = None,
+    *,
+    queue_position: int | None = None,
 ) -> dict[str, Any]:
-    """Return the job as the API shows it (ORM objects or row mappings); with ``items``."""
+    """Return the job as the API shows it (ORM objects or row mappings); with ``items``.
+
+    ``queue_position`` is the job's place among the waiting jobs (queries.queue_position).
+    """
     body: dict[str, Any] = _job_out.dump(job)
+    body["queuePosition"] = queue_position
     body["counts"] = counts
     if items is not None:
         body["items"] = _items_out.dump(items)

@@ -9,9 +9,9 @@ The last 10 % of such a limit is counted exactly as long as ``SYNC_EVERY`` times
 processes stays below it; smaller limits are counted exactly, request by request. They are
 configurable and generous by default:
 
-* ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` — requests
-  without a valid token share one bucket per client address, so guessing tokens is throttled
-  too;
+* ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` and
+  ``/api/dispatch`` — requests without a valid token share one bucket per client address, so
+  guessing tokens is throttled too;
 * ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): per client address on
   ``/api/robot/…``.
 
@@ -153,10 +153,14 @@ def init_app(app: Flask) -> None:
     app.after_request(_secure_headers)
 
 
+# The bearer-token routes that share the API's limit.
+API_ROUTES = ("/api/jobs", "/api/dispatch")
+
+
 def _scope() -> tuple[str, str] | None:
     """Return (limit name, bucket) of this request, or None when no limit applies."""
     path = request.path
-    if path == "/api/jobs" or path.startswith("/api/jobs/"):
+    if any(path == base or path.startswith(base + "/") for base in API_ROUTES):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         accepted = orchestrator().settings.api_tokens

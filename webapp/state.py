@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from celery import Celery
 from flask import current_app
@@ -11,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from orchestrator import lifecycle
+from orchestrator import dispatch_control, lifecycle, tasks
 from orchestrator.config import Settings
 from orchestrator.db import connect, session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
@@ -37,7 +38,7 @@ class Orchestrator:
         return Rendezvous(get_redis(self.settings.redis_url))
 
     def cancel_job(self, job_id: str) -> None:
-        """Cancel a job (lifecycle.cancel), commit, then stop its poller early.
+        """Cancel a job (lifecycle.cancel), commit, stop its poller early, hand its slot on.
 
         Raises lifecycle.JobNotFound or lifecycle.TransitionRefused; nothing is committed then.
         """
@@ -45,6 +46,30 @@ class Orchestrator:
             lifecycle.cancel(session, job_id)
             session.commit()
         self.forget_waiter(job_id)
+        tasks.hand_off(self.celery, self.settings)
+
+    def dispatch_state(self) -> dispatch_control.DispatchState:
+        """Return the dispatch control's state (CONTRACT §3)."""
+        with self.session() as session:
+            return dispatch_control.read_state(session, self.settings)
+
+    def pause_dispatch(
+        self, reason: str, until: datetime | None = None
+    ) -> dispatch_control.DispatchState:
+        """Pause dispatching for every process (again: replace reason and end); commit."""
+        with self.session() as session:
+            state = dispatch_control.pause(session, self.settings, reason, until)
+            session.commit()
+        return state
+
+    def resume_dispatch(self) -> dispatch_control.DispatchState:
+        """Resume dispatching, commit, then start the jobs the free slots let go."""
+        with self.session() as session:
+            dispatch_control.resume(session, self.settings)
+            session.commit()
+        tasks.hand_off(self.celery, self.settings)
+        with self.session() as session:
+            return dispatch_control.read_state(session, self.settings)
 
     def forget_waiter(self, job_id: str) -> None:
         """Stop a finished job's poller early; its keys expire anyway if Redis is down."""

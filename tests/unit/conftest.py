@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import fakeredis
 import pytest
 
-from orchestrator import rendezvous, submission
+from orchestrator import rendezvous, submission, tasks
 from webapp import create_app
 
 API_TOKEN = "unit-test-token"
@@ -40,6 +40,7 @@ def fake_redis() -> Iterator[fakeredis.FakeRedis]:
 def started(monkeypatch) -> StartedJobs:
     recorder = StartedJobs()
     monkeypatch.setattr(submission, "start_job", recorder)
+    monkeypatch.setattr(tasks, "start_job", recorder)  # the hand-off's starts
     return recorder
 
 

@@ -83,10 +83,18 @@ class Robot:
         return self.client.get(f"/api/jobs/{self.job_id}", headers=AUTH).get_json()["items"][index]
 
     def snapshot(self) -> tuple[Any, ...]:
-        """Everything an event could change: the job row, its items, its events, Redis."""
+        """Everything an event could change: the job row, its items, its events, Redis.
+
+        Not ``last_event_at``: every stored event, a repeated result too, proves the robot
+        alive (CONTRACT §7, silence); tests of it read it themselves.
+        """
         with session_scope(self.settings.database_url) as session:
             job = session.get(Job, self.job_id)
-            job_row = {a.key: getattr(job, a.key) for a in inspect(Job).column_attrs}
+            job_row = {
+                a.key: getattr(job, a.key)
+                for a in inspect(Job).column_attrs
+                if a.key != "last_event_at"
+            }
             items = [
                 {a.key: getattr(item, a.key) for a in inspect(Item).column_attrs}
                 for item in session.scalars(
@@ -570,3 +578,29 @@ def test_concurrent_different_results_for_one_item_apply_one_and_refuse_the_rest
     applied = results[answers.index(200)]["data"]["trackingNumber"]
     assert robot.item(0)["trackingNumber"] == applied
     assert len(robot.events()) == 1
+
+
+@pytest.mark.parametrize("data", [{}, {"browsers": 2, "items": [1, "x"]}, {"nested": {"a": [1]}}])
+def test_row10_heartbeat_with_any_object_is_stored_and_changes_nothing_else(robot, data):
+    job_before, items_before, events_before, report = robot.snapshot()
+
+    answer = robot.post({"type": "robot.heartbeat", "data": data}, webhook_id="hb-1")
+    again = robot.post({"type": "robot.heartbeat", "data": data}, webhook_id="hb-1")
+
+    assert (answer.status_code, answer.get_json()) == (200, {"status": "applied"})
+    assert (again.status_code, again.get_json()) == (200, {"status": "duplicate"})
+    job_after, items_after, events_after, report_after = robot.snapshot()
+    assert (job_after, items_after, report_after) == (job_before, items_before, report)
+    assert events_after == [*events_before, ("hb-1", "robot.heartbeat", False)]
+    with session_scope(robot.settings.database_url) as session:
+        stored = session.scalar(select(Event.payload).where(Event.webhook_id == "hb-1"))
+        last_event_at = session.get(Job, robot.job_id).last_event_at
+    assert stored == data
+    assert last_event_at is not None
+
+
+@pytest.mark.parametrize("data", [None, [], "alive", 1])
+def test_row5_heartbeat_data_must_be_an_object(robot, data):
+    answer = robot.post({"type": "robot.heartbeat", "data": data})
+    assert answer.status_code == 422
+    assert robot.events() == []

@@ -27,6 +27,8 @@ JOB_KEYS = {
     "dispatchedAt",
     "deadline",
     "finishedAt",
+    "priority",
+    "queuePosition",
     "counts",
     "items",
 }

@@ -95,6 +95,9 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
         "/api/jobs",
         "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/cancel",
+        "/api/dispatch",
+        "/api/dispatch/pause",
+        "/api/dispatch/resume",
         "/api/robot/jobs/{job_id}/events",
         "/healthz",
     }

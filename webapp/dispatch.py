@@ -1,0 +1,44 @@
+"""Dispatch control (CONTRACT §3, §7): read the state, pause and resume dispatching."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from .auth import require_token
+from .errors import ApiError
+from .jobs import parse_json_body
+from .schemas import PauseSchema
+from .state import orchestrator
+
+bp = Blueprint("dispatch", __name__, url_prefix="/api/dispatch")
+bp.before_request(require_token)
+
+_pause_schema = PauseSchema()
+
+
+@bp.get("")
+def read() -> ResponseReturnValue:
+    return jsonify(orchestrator().dispatch_state().as_json())
+
+
+@bp.post("/pause")
+def pause() -> ResponseReturnValue:
+    body = parse_json_body()
+    if not isinstance(body, dict):
+        raise ApiError(
+            422, "the body must be a JSON object", details={"_schema": ["not an object"]}
+        )
+    try:
+        data = _pause_schema.load(body)
+    except ValidationError as err:
+        raise ApiError(422, "the request failed validation", details=err.messages_dict) from None
+    state = orchestrator().pause_dispatch(data["reason"], data.get("until"))
+    return jsonify(state.as_json())
+
+
+@bp.post("/resume")
+def resume() -> ResponseReturnValue:
+    # No body is needed; any body is ignored.
+    return jsonify(orchestrator().resume_dispatch().as_json())
