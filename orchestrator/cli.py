@@ -314,8 +314,6 @@ def _dispatch_call(api: Api, method: str, path: str, **kwargs: Any) -> dict[str,
             for field, why in details.items()
         ] or [_message(body)]
         raise Failure("\n".join(lines), 2)
-    if status == 404:
-        raise Failure(f"{api.url} has no dispatch control (HTTP 404): is the server up to date?")
     if status != 200:
         raise Failure(f"the server refused (HTTP {status}): {_message(body)}")
     return body
