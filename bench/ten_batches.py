@@ -15,8 +15,9 @@ has N x 0.3 s + 3 s from its dispatch, as a real one has N x 30 s + 5 min.
 
 Figures per run: jobs completed / failed (and how many at their deadline), items success /
 error / unknown when the last job became final, unknown items the robot's late reports filled in
-afterwards, the wall time (first submit to the last job final), the most batches the robot held
-at once and worked at once (the simulator's own counts), dispatches per job (always 1).
+afterwards, the wall time (first submit to the last job final; and to the robot done with
+everything it held), the most batches the robot held at once and worked at once (the
+simulator's own counts), dispatches per job (always 1).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def one_run(redis_mode: str, per_item: float, limit: int | None) -> dict[str, An
             )
         except TimeoutError:
             note(f"{NAME}: {case}: the robot still held jobs after {bound:.0f} s")
+        robot_done_at = time.time()
         sim_after = _robot(stack)
         after = _items(_jobs(stack, ids))
         busy = load.close()
@@ -134,6 +136,7 @@ def one_run(redis_mode: str, per_item: float, limit: int | None) -> dict[str, An
         "items_after_robot_done": after,
         "wall_s": _seconds(last_final, jobs[0]["createdAt"]) if last_final else None,
         "harness_wall_s": round(final_at - started, 2),
+        "robot_done_s": round(robot_done_at - started, 2),
         "robot_max_held": sim["maxHeldJobs"],
         "robot_max_working": sim["maxWorkingJobs"],
         "dispatches_per_job": sorted(set(sim_after["dispatches"].values())),
@@ -152,8 +155,8 @@ def _table(case: str, f: dict[str, Any]) -> None:
         f"({f['failed_at_deadline']} at the deadline); items {items['success']} success, "
         f"{items['error']} error, {items['unknown']} unknown "
         f"({f['unknown_filled_in_late']} filled in later by the robot's late reports); "
-        f"wall {f['wall_s']} s; at the robot at once: {f['robot_max_held']} held, "
-        f"{f['robot_max_working']} worked"
+        f"wall {f['wall_s']} s (robot done after {f['robot_done_s']} s); at the robot at once: "
+        f"{f['robot_max_held']} held, {f['robot_max_working']} worked"
     )
 
 
