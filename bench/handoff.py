@@ -10,7 +10,11 @@ three callbacks a job) on a fresh PostgreSQL database and a private Redis.
    200 a slot is free; the hand-off latency is from that 200 to the robot receiving the next
    dispatch, both stamped by the simulator itself (``GET /_sim/timeline``, one clock). The i-th
    answered report frees the slot that the (K + i)-th dispatch takes. Goal: p50 <= 50 ms.
+   Split in two with the freeing job's ``finished_at`` (the database's clock, the same host):
+   report 200 → job final (the finalize) and job final → next dispatch (the hand-off proper).
    Also: resume → first dispatch at the robot.
+   Baseline, same stack: 30 single jobs submitted one at a time onto an empty queue, submit →
+   dispatch at the robot (starting a chain: what any hand-off costs at least).
 2. **Throughput**, the same stack restarted (web, worker, beat) with ``ROBOT_MAX_ACTIVE_JOBS=50``
    and without a limit, alternating (none, 50, none, 50) to expose drift on a shared machine:
    500 jobs of 5 orders submitted from 8 threads; rate = completed / (last finished - first
@@ -72,6 +76,36 @@ def _restart(stack: Stack, limit: int | None) -> None:
         stack.start_process(name)
 
 
+def _finished_at(stack: Stack, ids: list[str]) -> dict[str, float]:
+    with stack.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, EXTRACT(EPOCH FROM finished_at) FROM jobs WHERE id = ANY(:ids)"),
+            {"ids": ids},
+        ).all()
+    return {row[0]: float(row[1]) for row in rows if row[1] is not None}
+
+
+def _arrival(stack: Stack, job_id: str) -> float | None:
+    dispatches = _robot(stack, "/_sim/timeline")["dispatches"]
+    return next((d["at"] for d in dispatches if d["jobId"] == job_id), None)
+
+
+def _submit_to_dispatch(stack: Stack, count: int) -> dict[str, Any]:
+    """Baseline: one job at a time onto an empty queue, submit → dispatch at the robot."""
+    _robot(stack, "/_sim/reset", "POST")
+    latencies = []
+    for _ in range(count):
+        began = time.time()
+        job_id = stack.submit(1)
+        arrived = wait_until(
+            lambda job_id=job_id: _arrival(stack, job_id), 30, "the dispatch", interval=0.005
+        )
+        latencies.append((arrived - began) * 1000)
+        if _wait_final(stack, [job_id], stuck_after=30):
+            raise RuntimeError(f"baseline job {job_id} did not finish")
+    return summary(latencies)
+
+
 def _handoff(stack: Stack, queued: int) -> dict[str, Any]:
     _api(stack, "POST", "/api/dispatch/pause", json={"reason": "bench: filling the queue"})
     note(f"{NAME}: submitting {queued + K} jobs while paused")
@@ -82,7 +116,7 @@ def _handoff(stack: Stack, queued: int) -> dict[str, Any]:
         "the queue to fill",
     )
     _robot(stack, "/_sim/reset", "POST")
-    quiet_until(stack.worker_pid(), 60)
+    quiet_until(stack.worker_pid(), 180)  # every chain has parked its job
     load = MachineLoad()
     resumed = time.time()
     _api(stack, "POST", "/api/dispatch/resume")
@@ -92,9 +126,15 @@ def _handoff(stack: Stack, queued: int) -> dict[str, Any]:
     timeline = _robot(stack, "/_sim/timeline")
     stats = _robot(stack, "/_sim/stats")
     arrivals = sorted(d["at"] for d in timeline["dispatches"])
-    reports = sorted(r["at"] for r in timeline["reports"])
+    reports = sorted((r["at"], r["jobId"]) for r in timeline["reports"])
+    finished = _finished_at(stack, ids)
     # The i-th answered report frees the slot that the (K + i)-th dispatch takes.
-    latencies = [(arrivals[K + i] - at) * 1000 for i, at in enumerate(reports[: len(arrivals) - K])]
+    pairs = list(zip(reports[: max(len(arrivals) - K, 0)], arrivals[K:], strict=True))
+    latencies = [(arrived - at) * 1000 for (at, _), arrived in pairs]
+    finalize = [(finished[job] - at) * 1000 for (at, job), _ in pairs if job in finished]
+    after_final = [
+        (arrived - finished[job]) * 1000 for (_, job), arrived in pairs if job in finished
+    ]
     negative = sum(1 for v in latencies if v < 0)
     deep = latencies[: queued // 5]  # the first fifth: at least 80 % of the queue still waiting
     with stack.engine.connect() as conn:
@@ -113,6 +153,8 @@ def _handoff(stack: Stack, queued: int) -> dict[str, Any]:
         "not_final": len(still_open),
         "handoff_ms": summary(latencies),
         "handoff_ms_first_fifth": summary(deep),
+        "report_to_final_ms": summary(finalize),
+        "final_to_next_dispatch_ms": summary(after_final),
         "negative_handoffs": negative,
         "resume_to_first_dispatch_ms": round((arrivals[0] - resumed) * 1000, 1)
         if arrivals
@@ -169,7 +211,13 @@ def run(quick: bool, redis_mode: str) -> bool:
     ) as stack:
         note(f"{NAME}: warming up")
         _throughput(stack, 10, 1)
+        note(f"{NAME}: baseline, submit → dispatch of single jobs")
+        baseline = _submit_to_dispatch(stack, 30)
         hand = _handoff(stack, queued)
+        hand["baseline_submit_to_dispatch_ms"] = baseline
+        hand["handoff_p50_to_baseline_p50"] = ratio(
+            hand["handoff_ms"].get("p50", 0), baseline.get("p50", 0)
+        )
         emit(NAME, "handoff", **hand)
         rates: dict[str, list[float]] = {"no_limit": [], f"limit_{THROUGHPUT_LIMIT}": []}
         for limit in (None, THROUGHPUT_LIMIT, None, THROUGHPUT_LIMIT):
@@ -194,6 +242,8 @@ def run(quick: bool, redis_mode: str) -> bool:
         ),
         handoff_p50_ms=p50,
         handoff_p95_ms=hand["handoff_ms"].get("p95"),
+        baseline_submit_to_dispatch_p50_ms=baseline.get("p50"),
+        handoff_p50_to_baseline_p50=hand["handoff_p50_to_baseline_p50"],
         jobs_per_s=rates,
         throughput_ratio_limit_to_no_limit=cost,
         met=met,
