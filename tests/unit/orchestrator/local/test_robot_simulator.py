@@ -730,3 +730,17 @@ def test_finish_before_answer_waits_for_a_queued_batch(make_sim, receiver, http)
     order = [x if isinstance(x, str) else x.path.split("/")[-2] + x.type for x in receiver.timeline]
     assert order.index(f"{first['jobId']}robot.batch.completed") < order.index("answered")
     assert order.index(f"{second['jobId']}robot.batch.completed") < order.index("answered")
+
+
+def test_browsers_and_heartbeat_on_the_command_line() -> None:
+    from orchestrator.local.robot_simulator import _parse_args
+
+    args = _parse_args(["--browsers", "2", "--heartbeat", "0.5"])
+    config = SimulatorConfig(**vars(args))
+    assert (config.browsers, config.heartbeat) == (2, 0.5)
+    defaults = SimulatorConfig(**vars(_parse_args([])))
+    assert (defaults.browsers, defaults.heartbeat) == (None, None)
+    for bad in (["--browsers", "0"], ["--heartbeat", "0"], ["--heartbeat", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            _parse_args(bad)
+        assert exit_info.value.code == 2
