@@ -27,9 +27,16 @@ def jobs_to_settle(session: Session, limit: int = 500) -> list[str]:
     return list(rows)
 
 
-def silent_jobs(session: Session, cutoff: datetime, limit: int = 500) -> list[str]:
-    """Return dispatched, unreported jobs from which no event arrived since ``cutoff``."""
+def silent_jobs(
+    session: Session, cutoff: datetime, dispatch_timeout_seconds: float, limit: int = 500
+) -> list[str]:
+    """Return dispatched, unreported jobs from which no event arrived since ``cutoff``.
+
+    Not a job whose dispatch request may still be on its way (no answer recorded yet, and
+    the request's timeout not yet over): the robot cannot have spoken before it got the job.
+    """
     last_sign_of_life = func.coalesce(Job.last_event_at, Job.dispatched_at)
+    request_over = cutoff - timedelta(seconds=dispatch_timeout_seconds)
     rows = session.scalars(
         select(Job.id)
         .where(
@@ -37,6 +44,7 @@ def silent_jobs(session: Session, cutoff: datetime, limit: int = 500) -> list[st
             Job.dispatched_at.is_not(None),
             Job.report.is_(None),
             last_sign_of_life <= cutoff,
+            or_(Job.dispatch_result.is_not(None), Job.dispatched_at <= request_over),
         )
         .order_by(last_sign_of_life)
         .limit(limit)

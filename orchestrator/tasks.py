@@ -72,14 +72,18 @@ def start_job(app: Celery, job_id: str, settings: Settings) -> None:
     job_chain(app, job_id, settings).apply_async()
 
 
-def hand_off(app: Celery, settings: Settings) -> list[str]:
+def hand_off(app: Celery, settings: Settings, *, slot_freed: bool = True) -> list[str]:
     """Start the parked jobs that the free slots let go now; return their ids (CONTRACT §7).
 
     Called after the commit of every transition that can free a slot or move the queue
-    (a job finalized or cancelled, dispatching resumed) and by every housekeeping run, the
-    safety net for a process that died between such a commit and this call. A chain sent
-    twice is harmless: the dispatch claim is a compare-and-set.
+    (a job finalized or cancelled, dispatching resumed: ``slot_freed=False``) and by every
+    housekeeping run, the safety net for a process that died between such a commit and this
+    call. A chain sent twice is harmless: the dispatch claim is a compare-and-set. Without
+    a limit a freed slot starts nothing (only a pause parks jobs, and the resume hands them
+    off), so a finalize then costs no transaction.
     """
+    if slot_freed and settings.robot_max_active_jobs is None:
+        return []
     try:
         with session_scope(settings.database_url) as session:
             job_ids = lifecycle.next_waiting(session, settings)
@@ -248,7 +252,9 @@ def run_housekeeping() -> dict[str, int]:
     silent = 0
     if silence is not None and silence.silent_since is not None:
         with session_scope(settings.database_url) as session:
-            quiet = housekeeping.silent_jobs(session, silence.silent_since)
+            quiet = housekeeping.silent_jobs(
+                session, silence.silent_since, settings.robot_dispatch_timeout_seconds
+            )
         for job_id in quiet:
             if close_job(app, settings, job_id, silence, then_hand_off=False) is not None:
                 silent += 1
@@ -260,7 +266,7 @@ def run_housekeeping() -> dict[str, int]:
     for job_id in stalled:
         log.warning("job %s was never dispatched; starting its chain again", job_id)
         start_job(app, job_id, settings)
-    handed = hand_off(app, settings)
+    handed = hand_off(app, settings, slot_freed=False)
     if settled or silent or stalled or handed or resumed:
         log.info(
             "housekeeping: settled %d jobs (%d silent), restarted %d, handed off %d%s",

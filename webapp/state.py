@@ -67,7 +67,7 @@ class Orchestrator:
         with self.session() as session:
             dispatch_control.resume(session, self.settings)
             session.commit()
-        tasks.hand_off(self.celery, self.settings)
+        tasks.hand_off(self.celery, self.settings, slot_freed=False)
         with self.session() as session:
             return dispatch_control.read_state(session, self.settings)
 

@@ -4,7 +4,10 @@ Every dispatch attempt appends its job id to ``$FAULT_HOOK_DIR/attempts.log``: a
 attempts made by any worker, whatever the robot saw (a refused connection included). An order
 whose ``pedidoInput`` has ``"_fault": "hold_before_send"`` or ``"hold_after_send"`` makes the
 dispatch write ``$FAULT_HOOK_DIR/held-<job id>`` at that point and then hang (bounded), so that
-a test can kill the worker exactly there. Never loaded in production.
+a test can kill the worker exactly there. While ``$FAULT_HOOK_DIR/hold-hand-off`` exists, every
+hand-off (``tasks.hand_off``, after a finalize's commit) writes ``held-hand-off`` and hangs
+(bounded) instead: a test kills the worker between a finalize's commit and its hand-off.
+Never loaded in production.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator import robot_client
+from orchestrator import robot_client, tasks
 
 HOLD_SECONDS = 120  # the test kills the worker long before; bounded all the same
 
 _real_dispatch = robot_client.dispatch
+_real_hand_off = tasks.hand_off
 
 
 def _directory() -> Path:
@@ -50,4 +54,12 @@ def dispatch(ticket: Any, settings: Any, session: Any = None) -> Any:
     return answer
 
 
+def hand_off(app: Any, settings: Any, **options: Any) -> Any:
+    if (_directory() / "hold-hand-off").exists():
+        (_directory() / "held-hand-off").write_text(str(os.getpid()))
+        time.sleep(HOLD_SECONDS)
+    return _real_hand_off(app, settings, **options)
+
+
 robot_client.dispatch = dispatch
+tasks.hand_off = hand_off

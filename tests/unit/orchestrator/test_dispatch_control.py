@@ -314,15 +314,23 @@ def backdate_dispatch(url: str, job_id: str, seconds: float) -> None:
 def test_a_silent_job_fails_with_items_unknown(database_url, make_settings) -> None:
     settings = make_settings(robot_silence_timeout_seconds=30.0)
     silent, recent = new_job(database_url, items=2), new_job(database_url)
-    for job_id in (silent, recent):
+    in_flight, lost_answer = new_job(database_url), new_job(database_url)
+    for job_id in (silent, recent, in_flight, lost_answer):
         claim(database_url, job_id, settings)
+    for job_id in (silent, recent):
+        with session_scope(database_url) as session:
+            lifecycle.record_dispatch_accepted(session, job_id)
     backdate_dispatch(database_url, silent, 31)
+    # No answer recorded: the request may still be on its way (ROBOT_DISPATCH_TIMEOUT
+    # 30 s), unless it started longer ago than the timeout plus S.
+    backdate_dispatch(database_url, in_flight, 31)
+    backdate_dispatch(database_url, lost_answer, 61)
     failure = lifecycle.silence_failure(settings)
     assert failure is not None and failure.silent_since is not None
 
     with session_scope(database_url) as session:
-        quiet = housekeeping.silent_jobs(session, failure.silent_since)
-    assert quiet == [silent]
+        quiet = housekeeping.silent_jobs(session, failure.silent_since, 30.0)
+    assert sorted(quiet) == sorted([silent, lost_answer])
     with session_scope(database_url) as session:
         assert lifecycle.finalize(session, silent, failure) == "failed"
 
@@ -340,8 +348,14 @@ def test_heartbeats_keep_a_job_alive_without_moving_its_deadline(
     settings = make_settings(robot_silence_timeout_seconds=30.0)
     job_id = new_job(database_url)
     claim(database_url, job_id, settings)
+    with session_scope(database_url) as session:
+        lifecycle.record_dispatch_accepted(session, job_id)
     backdate_dispatch(database_url, job_id, 31)
     deadline = job_row(database_url, job_id).deadline
+    before = lifecycle.silence_failure(settings)
+    assert before is not None and before.silent_since is not None
+    with session_scope(database_url) as session:
+        assert housekeeping.silent_jobs(session, before.silent_since, 30.0) == [job_id]
 
     with session_scope(database_url) as session:
         result = apply_event(session, job_id, "hb-1", HEARTBEAT, {"browser": 1})
@@ -350,7 +364,7 @@ def test_heartbeats_keep_a_job_alive_without_moving_its_deadline(
     failure = lifecycle.silence_failure(settings)
     assert failure is not None and failure.silent_since is not None
     with session_scope(database_url) as session:
-        assert housekeeping.silent_jobs(session, failure.silent_since) == []
+        assert housekeeping.silent_jobs(session, failure.silent_since, 30.0) == []
     with session_scope(database_url) as session:  # even when asked directly: the guard holds
         assert lifecycle.finalize(session, job_id, failure) is None
     job = job_row(database_url, job_id)
@@ -363,13 +377,19 @@ def test_any_event_type_counts_as_a_sign_of_life(database_url, make_settings) ->
     job_id = new_job(database_url)
     ticket = claim(database_url, job_id, settings)
     assert ticket is not None
-    backdate_dispatch(database_url, job_id, 31)
     with session_scope(database_url) as session:
-        apply_event(session, job_id, "st-1", ITEM_STARTED, {"itemId": ticket.items[0]["itemId"]})
+        lifecycle.record_dispatch_accepted(session, job_id)
+    backdate_dispatch(database_url, job_id, 31)
     failure = lifecycle.silence_failure(settings)
     assert failure is not None and failure.silent_since is not None
     with session_scope(database_url) as session:
-        assert housekeeping.silent_jobs(session, failure.silent_since) == []
+        assert housekeeping.silent_jobs(session, failure.silent_since, 30.0) == [job_id]
+
+    with session_scope(database_url) as session:
+        apply_event(session, job_id, "st-1", ITEM_STARTED, {"itemId": ticket.items[0]["itemId"]})
+
+    with session_scope(database_url) as session:
+        assert housekeeping.silent_jobs(session, failure.silent_since, 30.0) == []
 
 
 def test_a_heartbeat_is_stored_and_deduplicated_and_changes_nothing_else(

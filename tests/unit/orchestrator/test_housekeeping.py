@@ -86,3 +86,17 @@ def test_old_idempotency_keys_are_purged(database_url) -> None:
         )
     with session_scope(database_url) as session:
         assert housekeeping.purge_idempotency_keys(session) == 1
+
+
+def test_a_parked_job_is_not_stalled_the_hand_off_starts_it(database_url, make_settings) -> None:
+    settings = make_settings(robot_max_active_jobs=1)
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    active, parked = make_job(database_url), make_job(database_url)
+    age(database_url, active, created_at=long_ago - timedelta(minutes=1))
+    age(database_url, parked, created_at=long_ago)
+    for job_id in (active, parked):
+        with session_scope(database_url) as session:
+            lifecycle.claim_dispatch(session, job_id, settings)
+
+    with session_scope(database_url) as session:
+        assert housekeeping.claim_stalled(session, after_seconds=120) == []
