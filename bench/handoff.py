@@ -116,8 +116,21 @@ def _handoff(stack: Stack, queued: int) -> dict[str, Any]:
         120,
         "the queue to fill",
     )
+    # Resume only once every job's chain has run and parked it (jobs.parked_at): a CPU-starved
+    # worker looks quiet while its broker queue still holds hundreds of chains.
+    wait_until(
+        lambda: (
+            stack.scalar(
+                "SELECT count(*) FROM jobs WHERE parked_at IS NOT NULL AND dispatched_at IS NULL"
+            )
+            >= queued + K
+        ),
+        300,
+        "every waiting job to be parked",
+        interval=0.5,
+    )
     _robot(stack, "/_sim/reset", "POST")
-    quiet_until(stack.worker_pid(), 180)  # every chain has parked its job
+    quiet_until(stack.worker_pid(), 60)
     load = MachineLoad()
     resumed = time.time()
     _api(stack, "POST", "/api/dispatch/resume")
