@@ -70,6 +70,7 @@ def state(r: Rig) -> tuple[Any, ...]:
         r.db.scalar("SELECT count(*) FROM events"),
         r.db.scalar("SELECT count(*) FROM idempotency_keys"),
         tuple(r.db.rows("SELECT report, count(*) FROM jobs GROUP BY report ORDER BY report")),
+        tuple(r.db.rows("SELECT paused, paused_reason, paused_until FROM dispatch_control")),
     )
 
 
@@ -97,6 +98,9 @@ OPERATIONS = [
     ("POST", "/api/jobs/{job_id}/cancel"),
     ("POST", "/api/robot/jobs/{job_id}/events"),
     ("GET", "/healthz"),
+    ("GET", "/api/dispatch"),
+    ("POST", "/api/dispatch/pause"),
+    ("POST", "/api/dispatch/resume"),
 ]
 CALLBACK = "/api/robot/jobs/{job_id}/events"
 
@@ -139,7 +143,7 @@ FUZZ_CASES = [
     (method, path, mode)
     for method, path in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if mode == GenerationMode.POSITIVE or path in ("/api/jobs", CALLBACK)
+    if mode == GenerationMode.POSITIVE or path in ("/api/jobs", CALLBACK, "/api/dispatch/pause")
 ]
 
 
@@ -156,7 +160,7 @@ def test_schemathesis_finds_no_server_error_no_schema_violation_no_change_on_rej
     if "{job_id}" in path:
         # Half the cases aim at a job that exists; the rest at whatever is generated.
         fixed = {"path_parameters": {"job_id": job_on(r)["id"]}}
-    auth = {"headers": dict(AUTH)} if path.startswith("/api/jobs") else {}
+    auth = {"headers": dict(AUTH)} if path.startswith(("/api/jobs", "/api/dispatch")) else {}
     strategy = operation.as_strategy(mode, **auth, **fixed) | operation.as_strategy(mode, **auth)
     seen: dict[int, int] = {}
 

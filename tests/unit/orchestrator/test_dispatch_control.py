@@ -70,12 +70,18 @@ def test_a_final_job_frees_its_slot_and_an_unknown_outcome_keeps_it(
 ) -> None:
     settings = make_settings(robot_max_active_jobs=1)
     first, second = new_job(database_url, age_seconds=5), new_job(database_url)
+    # Claimed, outcome never recorded (a crash mid-request): active until its deadline.
     assert claim(database_url, first, settings) is not None
-    with session_scope(database_url) as session:  # an ambiguous dispatch: still active
-        lifecycle.record_dispatch_result(session, first, "ambiguous")
     assert claim(database_url, second, settings) is None
-
-    fail(database_url, first, settings)
+    with session_scope(database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == first)
+            .values(deadline=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert claim(database_url, second, settings) is None  # still open: still active
+    with session_scope(database_url) as session:
+        assert lifecycle.finalize(session, first) == "failed"  # the deadline settles it
 
     assert claim(database_url, second, settings) is not None
 
