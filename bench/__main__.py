@@ -1,9 +1,9 @@
 """Run the benchmarks: ``python -m bench [--quick] [--redis private|shared] [NAME ...]``.
 
-Names: wake, free, throughput, callbacks, long, notifications (or the module names). No name runs
-all six, one after the other (the machine has two cores: they must not overlap). Every figure is
-a JSON line on stdout; progress goes to stderr. Exit status 1 if a benchmark broke (not if it missed
-its target: that is a figure, reported in its ``summary`` line).
+Names: wake, free, throughput, callbacks, long, notifications, handoff, ten (or the module
+names). No name runs them all, one after the other (the machine has two cores: they must not
+overlap). Every figure is a JSON line on stdout; progress goes to stderr. Exit status 1 if a
+benchmark broke (not if it missed its target: that is a figure, reported in its ``summary`` line).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ BENCHES = {
     "callbacks": "callbacks",
     "long": "long_deadline",
     "notifications": "notifications",
+    "handoff": "handoff",
+    "ten": "ten_batches",
 }
 
 

@@ -393,6 +393,7 @@ class Stack(processes.Stack):
         redis_mode: str,
         robot: str = "accept",
         processes: Sequence[str] = ("robot", "web", "worker", "beat"),
+        robot_args: str = "",
         **env: str,
     ) -> None:
         super().__init__(
@@ -400,6 +401,7 @@ class Stack(processes.Stack):
         )
         self.name = name
         self.robot_mode = robot
+        self.robot_args = robot_args  # appended to the robot's command (later options win)
         self.wanted = processes
         self.extra_env = env
         self.redis_mode = redis_mode
@@ -470,12 +472,13 @@ class Stack(processes.Stack):
             if self.robot_mode == "simulator":
                 command = (
                     f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
-                    f"--item-delay 0 --token {ROBOT_TOKEN}"
-                )
+                    f"--item-delay 0 --token {ROBOT_TOKEN} {self.robot_args}"
+                ).rstrip()
             else:
                 command = (
-                    f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode}"
-                )
+                    f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode} "
+                    f"{self.robot_args}"
+                ).rstrip()
             return command, self.env
         command, env = super().command(name)
         if name == "worker":

@@ -1,10 +1,9 @@
 """The ``orchestrator`` command: a client of the job API, plus the demo, the system and the db.
 
-``submit``, ``status``, ``list``, ``cancel`` and ``resubmit`` talk to the HTTP API only (so
-they work against a remote deployment): ``--url``/``--token``, or ORCHESTRATOR_URL /
-ORCHESTRATOR_TOKEN. Every
-failure is one line on stderr and a non-zero exit: 1 when the server or the job said no, 2 for
-a bad file or bad usage.
+``submit``, ``status``, ``list``, ``cancel``, ``resubmit``, ``queue``, ``pause`` and ``resume``
+talk to the HTTP API only (so they work against a remote deployment): ``--url``/``--token``, or
+ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN. Every failure is one line on stderr and a non-zero exit:
+1 when the server or the job said no, 2 for a bad file or bad usage.
 """
 
 from __future__ import annotations
@@ -139,8 +138,15 @@ def main() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
 @click.option("--wait", is_flag=True, help="Show progress until the job is final.")
 @click.option("--idempotency-key", help="Make a retried submit return the first job.")
+@click.option(
+    "--priority",
+    type=click.IntRange(-100, 100),
+    help="Place in the robot's queue: higher goes first (-100..100, server default 0).",
+)
 @api_options
-def submit(api: Api, file: Path, wait: bool, idempotency_key: str | None) -> None:
+def submit(
+    api: Api, file: Path, wait: bool, idempotency_key: str | None, priority: int | None
+) -> None:
     """Submit the orders in FILE (.csv or .json; - reads stdin) as one job."""
     name = "stdin" if str(file) == "-" else file.name
     try:
@@ -151,7 +157,10 @@ def submit(api: Api, file: Path, wait: bool, idempotency_key: str | None) -> Non
     if batch.errors:
         raise Failure("\n".join(f"{name}: {e}" for e in batch.errors[:20]), 2)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    status, body = api.call("POST", "/api/jobs", json={"orders": batch.orders}, headers=headers)
+    payload: dict[str, Any] = {"orders": batch.orders}
+    if priority is not None:
+        payload["priority"] = priority
+    status, body = api.call("POST", "/api/jobs", json=payload, headers=headers)
     if status == 422:
         lines = api_errors(batch, _details(body)) or [_message(body)]
         raise Failure("\n".join(f"{name}: {line}" for line in lines[:20]), 2)
@@ -160,9 +169,20 @@ def submit(api: Api, file: Path, wait: bool, idempotency_key: str | None) -> Non
     if status not in (200, 202):
         raise Failure(f"the server refused the job (HTTP {status}): {_message(body)}")
     repeat = " (the same Idempotency-Key made it before)" if status == 200 else ""
-    click.echo(f"job {body['id']} {body['status']}: {len(batch.orders)} orders{repeat}")
+    place = _place(body)
+    click.echo(f"job {body['id']} {body['status']}: {len(batch.orders)} orders{place}{repeat}")
     if wait:
         _finish(_wait(api, body), exit_on_failure=True)
+
+
+def _place(job: dict[str, Any]) -> str:
+    """Describe a job's priority and place in the robot's queue, when the server shows them."""
+    parts = []
+    if job.get("priority"):
+        parts.append(f"priority {job['priority']}")
+    if job.get("queuePosition") is not None:
+        parts.append(f"queue position {job['queuePosition']}")
+    return f", {', '.join(parts)}" if parts else ""
 
 
 def _wait(api: Api, job: dict[str, Any], interval: float = 0.5) -> dict[str, Any]:
@@ -207,6 +227,8 @@ def _show_job(job: dict[str, Any]) -> None:
         f"  {counts['total']} items: {counts['success']} success, {counts['error']} error, "
         f"{counts['unknown']} unknown, {counts['pending'] + counts['processing']} open"
     )
+    if job.get("priority") or job.get("queuePosition") is not None:
+        click.echo(f"  {_place(job).removeprefix(', ')}")
     for name in ("resubmitOf", "createdAt", "dispatchedAt", "deadline", "finishedAt"):
         if job.get(name):
             click.echo(f"  {name:<13}{job[name]}")
@@ -334,6 +356,125 @@ def resubmit(
     )
     if wait:
         _finish(_wait(api, body), exit_on_failure=True)
+
+
+# --- dispatch control (CONTRACT §3, §7) ---
+
+
+def _dispatch_call(api: Api, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """Call a dispatch-control route; return its state or raise the server's refusal."""
+    status, body = api.call(method, path, **kwargs)
+    if status == 422:
+        details = _details(body)
+        lines = [
+            f"{field}: {'; '.join(map(str, why)) if isinstance(why, list) else why}"
+            for field, why in details.items()
+        ] or [_message(body)]
+        raise Failure("\n".join(lines), 2)
+    if status != 200:
+        raise Failure(f"the server refused (HTTP {status}): {_message(body)}")
+    return body
+
+
+def _show_dispatch(state: dict[str, Any]) -> None:
+    """Print the dispatch state: paused or not and why, capacity, queue length."""
+    if state.get("paused"):
+        if state.get("pausedBy") == "failures":
+            how = f"paused by itself after {state.get('failuresInARow')} failed dispatches in a row"
+        else:
+            how = "paused"
+        click.echo(f"dispatching: {how}")
+        click.echo(f"  reason: {state.get('pausedReason')}")
+        until = state.get("pausedUntil")
+        click.echo(
+            f"  until:  {until} (then it resumes by itself)"
+            if until
+            else "  until:  resumed by hand (orchestrator resume)"
+        )
+    else:
+        click.echo("dispatching: running")
+    limit = state.get("maxActiveJobs")
+    active = state.get("activeJobs")
+    click.echo(
+        f"active jobs: {active} of {limit}"
+        if limit is not None
+        else f"active jobs: {active} (no limit)"
+    )
+    click.echo(f"waiting jobs: {state.get('queuedJobs')}")
+    if not state.get("paused") and state.get("failuresInARow"):
+        click.echo(f"failed dispatches in a row: {state['failuresInARow']}")
+
+
+QUEUE_PAGES = 50  # pages of 200: the queue command reads at most 10,000 waiting jobs
+
+
+def _waiting_jobs(api: Api) -> tuple[list[dict[str, Any]], bool]:
+    """Return the pending jobs in dispatch order, and whether there were more than it read."""
+    jobs: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"status": "pending", "limit": 200}
+    for _ in range(QUEUE_PAGES):
+        status, body = api.call("GET", "/api/jobs", params=params)
+        if status != 200:
+            raise Failure(f"cannot list the waiting jobs (HTTP {status}): {_message(body)}")
+        jobs.extend(body.get("jobs", []))
+        if not body.get("nextCursor"):
+            break
+        params["cursor"] = body["nextCursor"]
+    else:
+        return _in_queue_order(jobs), True
+    return _in_queue_order(jobs), False
+
+
+def _in_queue_order(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    far = float("inf")
+    return sorted(jobs, key=lambda j: (j.get("queuePosition") or far, j["createdAt"]))
+
+
+@main.command()
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=20,
+    show_default=True,
+    help="Show the first LIMIT waiting jobs.",
+)
+@api_options
+def queue(api: Api, limit: int) -> None:
+    """Show the dispatch state and the jobs waiting for the robot, in dispatch order."""
+    _show_dispatch(_dispatch_call(api, "GET", "/api/dispatch"))
+    jobs, more = _waiting_jobs(api)
+    if not jobs:
+        click.echo("\nno job is waiting")
+        return
+    click.echo(f"\n{'pos':>4}  {'priority':>8}  {'job':<36}  {'items':>5}  created")
+    for job in jobs[:limit]:
+        position = job.get("queuePosition")
+        click.echo(
+            f"{'-' if position is None else position:>4}  {job.get('priority', 0):>8}  "
+            f"{job['id']:<36}  {job['counts']['total']:>5}  {job['createdAt']}"
+        )
+    if len(jobs) > limit or more:
+        total = f"{len(jobs)}+" if more else str(len(jobs))
+        click.echo(f"(showing the first {min(limit, len(jobs))} of {total} waiting jobs)")
+
+
+@main.command()
+@click.option("--reason", required=True, help="Why, for the people who see the pause (1-500).")
+@click.option("--until", help="Resume by itself at this ISO 8601 time, e.g. 2030-01-01T06:00:00Z.")
+@api_options
+def pause(api: Api, reason: str, until: str | None) -> None:
+    """Pause dispatching: active jobs go on, new jobs are accepted and wait."""
+    body: dict[str, Any] = {"reason": reason}
+    if until is not None:
+        body["until"] = until
+    _show_dispatch(_dispatch_call(api, "POST", "/api/dispatch/pause", json=body))
+
+
+@main.command()
+@api_options
+def resume(api: Api) -> None:
+    """Resume dispatching: waiting jobs go to the robot again."""
+    _show_dispatch(_dispatch_call(api, "POST", "/api/dispatch/resume"))
 
 
 # --- processes on this machine ---

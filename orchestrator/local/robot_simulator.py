@@ -7,7 +7,6 @@ and demos can run it as a stand-in for robot-coordinadora (``robot-simulator --p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hmac
 import json
@@ -19,8 +18,9 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +57,12 @@ def _is_number(value: Any, upper: float | None = None) -> bool:
     return ok and (upper is None or value <= upper)
 
 
+def _is_positive(value: Any, integer: bool = False) -> bool:
+    """Tell whether value is a number above zero (an integer if asked)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return ok and (not integer or isinstance(value, int))
+
+
 RUNTIME_OPTIONS: dict[str, Callable[[Any], bool]] = {
     "mode": lambda v: v in MODES,
     "item_delay": _is_number,
@@ -65,6 +71,8 @@ RUNTIME_OPTIONS: dict[str, Callable[[Any], bool]] = {
     "batch_items": lambda v: isinstance(v, bool),
     "token": lambda v: v is None or isinstance(v, str),
     "callback_retries": lambda v: _is_number(v) and isinstance(v, int),
+    "browsers": lambda v: v is None or _is_positive(v, integer=True),
+    "heartbeat": lambda v: v is None or _is_positive(v),
 }
 
 
@@ -85,6 +93,8 @@ class SimulatorConfig:
     callback_timeout: float = 5.0
     seed: int | None = None
     workers: int = 16
+    browsers: int | None = None  # batches worked at once; None: as many as the pool has threads
+    heartbeat: float | None = None  # seconds between heartbeats of every held job; None: none
 
     def public(self) -> dict[str, Any]:
         """Return the options as JSON-ready data, with the token masked."""
@@ -101,6 +111,19 @@ class _Job:
     secret: str
     items: list[dict[str, Any]]
     config: SimulatorConfig
+
+
+@dataclass
+class _Held:
+    """A job the robot holds: accepted, its batch report not sent yet."""
+
+    job: _Job
+    since: float  # monotonic time of its acceptance, then of its last heartbeat
+    state: str = "queued"  # queued, working, or stuck (never_finish: alive, never reports)
+    beating: bool = False  # a heartbeat of this job is on its way
+    closed: bool = False  # its batch report is being sent or it was given up: no more beats
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 def _new_msg_id() -> str:
@@ -130,9 +153,18 @@ class RobotSimulator:
         self._rng = random.Random(config.seed)
         self._stop = threading.Event()
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="robot-sim")
+        self._beats = ThreadPoolExecutor(4, thread_name_prefix="robot-sim-heartbeat")
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
+        self._held: dict[str, _Held] = {}
+        self._waiting: deque[_Job] = deque()  # accepted, waiting for a free browser
+        self._busy = 0  # browsers given a job (submitted to the pool, not finished)
+        self._wake = threading.Event()
         self.reset()
+        self._heartbeat_thread = threading.Thread(
+            target=self._heartbeat_loop, name="robot-sim-heartbeats", daemon=True
+        )
+        self._heartbeat_thread.start()
 
     @property
     def config(self) -> SimulatorConfig:
@@ -149,10 +181,13 @@ class RobotSimulator:
             raise ValueError(f"unknown option or bad value: {', '.join(bad)}")
         with self._lock:
             self._config = dataclasses.replace(self._config, **changes)
-            return self._config
+            config = self._config
+            self._wake.set()
+        self._fill_browsers()
+        return config
 
     def reset(self) -> None:
-        """Forget every dispatch, accepted job and event counter."""
+        """Forget every dispatch, accepted job, stuck job and counter (running jobs go on)."""
         with self._lock:
             self._dispatches: dict[str, int] = {}
             self._keys: dict[str, str | None] = {}
@@ -161,6 +196,12 @@ class RobotSimulator:
             self._orders: dict[str, list[str]] = {}
             self._total = self._jobs_accepted = self._active = 0
             self._sent = self._failed = self._attempts = 0
+            self._beats_sent = self._beats_failed = 0
+            self._working = self._max_working = self._max_held = 0
+            self._arrivals: list[dict[str, Any]] = []
+            self._reports: list[dict[str, Any]] = []
+            for job_id in [j for j, held in self._held.items() if held.state == "stuck"]:
+                self._held.pop(job_id).closed = True
 
     def stats(self) -> dict[str, Any]:
         """Return the statistics as JSON-ready data."""
@@ -175,13 +216,26 @@ class RobotSimulator:
                 "eventsSent": self._sent,
                 "eventsFailed": self._failed,
                 "callbackAttempts": self._attempts,
+                "workingJobs": self._working,
+                "maxWorkingJobs": self._max_working,
+                "queuedJobs": sum(1 for held in self._held.values() if held.state == "queued"),
+                "heldJobs": len(self._held),
+                "maxHeldJobs": self._max_held,
+                "heartbeatsSent": self._beats_sent,
+                "heartbeatsFailed": self._beats_failed,
                 "config": self._config.public(),
             }
+
+    def timeline(self) -> dict[str, Any]:
+        """Return when each dispatch arrived and when each batch report was answered 2xx."""
+        with self._lock:
+            return {"dispatches": list(self._arrivals), "reports": list(self._reports)}
 
     def record_dispatch(self, job_id: str | None, idempotency_key: str | None) -> None:
         """Count one dispatch request, whatever its fate."""
         with self._lock:
             self._total += 1
+            self._arrivals.append({"jobId": job_id, "at": time.time()})
             if job_id is not None:
                 self._dispatches[job_id] = self._dispatches.get(job_id, 0) + 1
                 self._keys[job_id] = idempotency_key
@@ -197,26 +251,53 @@ class RobotSimulator:
             self._active += 1
             return True
 
-    def submit(self, job: _Job) -> Future[None] | None:
-        """Run an accepted job on the pool; return None if the simulator is stopping."""
-        try:
-            return self._executor.submit(self.run_job, job)
-        except RuntimeError:  # the pool is shut down
-            self._finish_job()
-            return None
+    def hold(self, job: _Job) -> threading.Event:
+        """Take an accepted job: a free browser works it, else it waits in arrival order.
+
+        Return an event that is set once its items have been worked through.
+        """
+        with self._lock:
+            held = self._held[job.job_id] = _Held(job, time.monotonic())
+            self._max_held = max(self._max_held, len(self._held))
+            self._waiting.append(job)
+            self._wake.set()
+        self._fill_browsers()
+        return held.done
+
+    def _fill_browsers(self) -> None:
+        """Give waiting jobs to free browsers, oldest first."""
+        while True:
+            with self._lock:
+                limit = self._config.browsers
+                if not self._waiting or (limit is not None and self._busy >= limit):
+                    return
+                job = self._waiting.popleft()
+                self._busy += 1
+            try:
+                self._executor.submit(self.run_job, job)
+            except RuntimeError:  # the pool is shut down
+                self._finish_job(job)
+                return
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to seconds; return True if the simulator is stopping."""
         return self._stop.wait(seconds)
 
     def request_stop(self) -> None:
-        """Make every job and wait stop at its next step."""
+        """Make every job, wait and heartbeat stop at its next step."""
         self._stop.set()
+        self._wake.set()
 
     def close(self) -> None:
-        """Stop the jobs between steps, shut the pool down and close HTTP sessions."""
-        self._stop.set()
+        """Stop the jobs between steps, shut the pools down and close HTTP sessions."""
+        self.request_stop()
+        self._heartbeat_thread.join()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._beats.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting:
+            self._finish_job(job, browser=False)
         with self._lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
@@ -224,16 +305,89 @@ class RobotSimulator:
 
     def run_job(self, job: _Job) -> None:
         """Process a job's items in order, reporting each one, then report the batch."""
+        with self._lock:
+            held = self._held.get(job.job_id)
+            if held is not None:
+                held.state = "working"
+            self._working += 1
+            self._max_working = max(self._max_working, self._working)
         try:
             self._process(job)
         except Exception:
             log.exception("job %s: simulator error", job.job_id)
         finally:
-            self._finish_job()
+            with self._lock:
+                self._working -= 1
+            self._finish_job(job)
+            self._fill_browsers()
 
-    def _finish_job(self) -> None:
+    def _finish_job(self, job: _Job, browser: bool = True) -> None:
+        """Free the job's browser; forget it unless it stays held without reporting."""
         with self._lock:
             self._active -= 1
+            self._busy -= int(browser)
+            held = self._held.get(job.job_id)
+            if held is None:
+                return
+            if held.closed or self._stop.is_set() or job.config.mode != "never_finish":
+                self._held.pop(job.job_id, None)
+                held.closed = True
+            else:
+                held.state = "stuck"
+        held.done.set()
+
+    def _close(self, job: _Job) -> None:
+        """Stop the job's heartbeats before its batch report, waiting for one on its way."""
+        with self._lock:
+            held = self._held.get(job.job_id)
+        if held is not None:
+            with held.lock:
+                held.closed = True
+
+    def _heartbeat_loop(self) -> None:
+        """Send each held job's heartbeat when it is due, until the simulator stops."""
+        while not self._stop.is_set():
+            due: list[_Held] = []
+            pause = 1.0
+            with self._lock:
+                self._wake.clear()
+                interval, now = self._config.heartbeat, time.monotonic()
+                for held in self._held.values() if interval else ():
+                    if held.beating or held.closed:
+                        continue
+                    if now - held.since >= interval:
+                        held.beating = True
+                        due.append(held)
+                    else:
+                        pause = min(pause, held.since + interval - now)
+            for held in due:
+                try:
+                    self._beats.submit(self._beat, held)
+                except RuntimeError:  # the pool is shut down
+                    return
+            self._wake.wait(pause)
+
+    def _beat(self, held: _Held) -> None:
+        """Send one heartbeat for a held job, once, without retrying."""
+        try:
+            with held.lock:
+                if held.closed or self._stop.is_set():
+                    return
+                payload = json.dumps(
+                    {"type": "robot.heartbeat", "data": {"state": held.state}},
+                    separators=(",", ":"),
+                )
+                sent = self._post(held.job, "robot.heartbeat", _new_msg_id(), payload)
+            with self._lock:
+                if sent is not None and sent < 300:
+                    self._beats_sent += 1
+                else:
+                    self._beats_failed += 1
+        finally:
+            with self._lock:
+                held.beating = False
+                held.since = time.monotonic()
+                self._wake.set()
 
     def _process(self, job: _Job) -> None:
         mode = job.config.mode
@@ -255,7 +409,9 @@ class RobotSimulator:
             results.append(result)
         if mode == "never_finish":
             log.info("job %s: never finishing (mode never_finish)", job.job_id)
-        elif mode == "batch_failed":
+            return
+        self._close(job)
+        if mode == "batch_failed":
             self._emit(job, "robot.batch.failed", {"error": BATCH_ERROR})
         else:
             self._emit(
@@ -281,31 +437,22 @@ class RobotSimulator:
 
     def _deliver(self, job: _Job, event_type: str, msg_id: str, payload: str) -> bool:
         """POST one signed webhook, retrying connection errors and 5xx with backoff."""
-        cfg, body = job.config, payload.encode()
+        cfg = job.config
         for attempt in range(cfg.callback_retries + 1):
             if attempt:
                 steps = cfg.retry_backoff or (0.0,)
                 if self.wait(steps[min(attempt, len(steps)) - 1]):
                     break
-            headers = signed_headers(job.secret, payload, msg_id)
-            with self._lock:
-                self._attempts += 1
-            try:
-                with self._session().post(
-                    job.callback_url,
-                    data=body,
-                    headers=headers,
-                    timeout=(min(2.0, cfg.callback_timeout), cfg.callback_timeout),
-                    allow_redirects=False,
-                ) as response:
-                    status = response.status_code
-            except requests.RequestException as exc:
-                log.warning("job %s: %s %s failed: %s", job.job_id, event_type, msg_id, exc)
+            status = self._post(job, event_type, msg_id, payload)
+            if status is None:
                 continue
-            log.info("job %s: sent %s %s -> %d", job.job_id, event_type, msg_id, status)
             if status < 300:
                 with self._lock:
                     self._sent += 1
+                    if event_type.startswith("robot.batch."):
+                        self._reports.append(
+                            {"jobId": job.job_id, "type": event_type, "at": time.time()}
+                        )
                 return True
             if status < 500:
                 log.warning(
@@ -316,6 +463,27 @@ class RobotSimulator:
             self._failed += 1
         log.warning("job %s: gave up on %s %s", job.job_id, event_type, msg_id)
         return False
+
+    def _post(self, job: _Job, event_type: str, msg_id: str, payload: str) -> int | None:
+        """POST one signed webhook once; return its status, or None if it got no answer."""
+        timeout = job.config.callback_timeout
+        headers = signed_headers(job.secret, payload, msg_id)
+        with self._lock:
+            self._attempts += 1
+        try:
+            with self._session().post(
+                job.callback_url,
+                data=payload.encode(),
+                headers=headers,
+                timeout=(min(2.0, timeout), timeout),
+                allow_redirects=False,
+            ) as response:
+                status = response.status_code
+        except requests.RequestException as exc:
+            log.warning("job %s: %s %s failed: %s", job.job_id, event_type, msg_id, exc)
+            return None
+        log.info("job %s: sent %s %s -> %d", job.job_id, event_type, msg_id, status)
+        return status
 
     def _session(self) -> requests.Session:
         """Return this thread's HTTP session, creating it on first use."""
@@ -401,10 +569,9 @@ def create_app(config: SimulatorConfig | None = None) -> Flask:
         log.info("job %s: accepted %d items", job_id, len(job.items))
         if cfg.mode == "slow_answer":
             sim.wait(cfg.answer_delay)
-        future = sim.submit(job)
-        if cfg.mode == "finish_before_answer" and future is not None:
-            with contextlib.suppress(CancelledError):
-                future.result()
+        worked = sim.hold(job)
+        if cfg.mode == "finish_before_answer":
+            worked.wait()
         if cfg.mode == "not_json_2xx":
             return Response("ok", status=200, mimetype="text/plain")
         return jsonify(accepted=True, jobId=job_id), 202
@@ -412,6 +579,10 @@ def create_app(config: SimulatorConfig | None = None) -> Flask:
     @app.get("/_sim/stats")
     def stats() -> ResponseReturnValue:
         return jsonify(sim.stats())
+
+    @app.get("/_sim/timeline")
+    def timeline() -> ResponseReturnValue:
+        return jsonify(sim.timeline())
 
     @app.post("/_sim/config")
     def update_config() -> ResponseReturnValue:
@@ -500,11 +671,28 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--callback-retries", type=int, default=5)
     parser.add_argument("--batch-items", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--browsers",
+        type=int,
+        default=None,
+        help="batches worked at once, the rest wait in arrival order (default: no limit)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send robot.heartbeat for every held job this often (default: never)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.failure_rate <= 1:
         parser.error("--failure-rate must be between 0 and 1")
     if args.workers < 1 or args.item_delay < 0 or args.answer_delay < 0:
         parser.error("--workers must be >= 1 and delays >= 0")
+    if args.browsers is not None and args.browsers < 1:
+        parser.error("--browsers must be >= 1")
+    if args.heartbeat is not None and args.heartbeat <= 0:
+        parser.error("--heartbeat must be > 0")
     return args
 
 

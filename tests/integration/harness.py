@@ -120,7 +120,9 @@ class System(Stack):
 
     def robot_reset(self) -> None:
         requests.post(f"{self.robot}/_sim/reset", timeout=5)
-        self.robot_config(mode="normal", item_delay=0.02, failure_rate=0)
+        self.robot_config(
+            mode="normal", item_delay=0.02, failure_rate=0, browsers=None, heartbeat=None
+        )
 
     # --- robot callbacks, signed as the robot would ---
 

@@ -280,3 +280,77 @@ def test_unknown_items_can_be_ticked_only_after_the_portal_check(system, browser
     ]
     assert shown == ["UNK-2"]
     assert [i["orderId"] for i in _job(system, new)["items"]] == ["UNK-2"]
+
+
+def _dispatch(system: LocalSystem, action: str = "", **body: str) -> dict:
+    headers = {"Authorization": f"Bearer {system.token}"}
+    if action:
+        answer = requests.post(
+            f"{system.base}/api/dispatch/{action}", json=body, headers=headers, timeout=10
+        )
+    else:
+        answer = requests.get(f"{system.base}/api/dispatch", headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_pause_from_the_page_see_the_banner_everywhere_and_resume(system, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(f"{system.base}/dashboard/dispatch")
+        page.fill("input[name=password]", system.token)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{system.base}/dashboard/dispatch")
+        assert page.query_selector("p.banner") is None
+        assert page.inner_text("#dispatching") == "running"
+
+        page.fill("input[name=reason]", "portal maintenance")
+        page.fill("input[name=until]", "2999-01-02T03:04:05")
+        page.click("#pause")
+        banner = page.wait_for_selector("p.banner")
+        assert "Dispatching is paused." in banner.inner_text()
+        assert "portal maintenance" in banner.inner_text()
+        assert "It resumes by itself at 2999-01-02 03:04:05 UTC." in banner.inner_text()
+        state = _dispatch(system)
+        assert (state["paused"], state["pausedBy"]) == (True, "api")
+        assert state["pausedUntil"].startswith("2999-01-02T03:04:05")
+
+        # A job submitted now waits; the page's live part shows it in the queue.
+        answer = requests.post(
+            f"{system.base}/api/jobs",
+            json={"orders": [{"orderId": "PAUSED-1", "pedidoInput": {}}], "priority": 4},
+            headers={"Authorization": f"Bearer {system.token}"},
+            timeout=10,
+        )
+        job_id = answer.json()["id"]
+        row = page.wait_for_selector(f"tr[data-job='{job_id}']")
+        assert row.inner_text().split("\t")[:2] == ["1", "4"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-dispatch-paused.png"), full_page=True)
+
+        # The banner is on every page.
+        for path in ("/dashboard/", "/dashboard/submit", f"/dashboard/jobs/{job_id}"):
+            page.goto(f"{system.base}{path}")
+            assert "portal maintenance" in page.inner_text("p.banner"), path
+        assert _job(system, job_id)["status"] == "pending"
+
+        # Resume from the page: the banner goes, the waiting job goes to the robot.
+        page.goto(f"{system.base}/dashboard/dispatch")
+        page.click("#resume")
+        page.wait_for_url(f"{system.base}/dashboard/dispatch")
+        assert "Dispatching resumed" in page.inner_text("main")
+        assert page.query_selector("p.banner") is None
+        wait_until(lambda: _job(system, job_id)["status"] == "completed", 60, "the job")
+
+        # A pause made elsewhere (here the API) shows up live on an open page, and goes.
+        page.goto(f"{system.base}/dashboard/")
+        assert page.query_selector("p.banner") is None
+        _dispatch(system, "pause", reason="robot restart")
+        live = page.wait_for_selector("p.banner", timeout=15_000)
+        assert "robot restart" in live.inner_text()
+        assert "It stays paused until someone resumes it." in live.inner_text()
+        _dispatch(system, "resume")
+        page.wait_for_selector("p.banner", state="detached", timeout=15_000)
+    finally:
+        _dispatch(system, "resume")

@@ -1,4 +1,6 @@
-"""The dashboard's pages: jobs, a job with its timeline, submit, cancel, resubmit, login."""
+"""The dashboard's pages: job list, job page with its timeline, submit form, cancel, resubmit,
+notifications, login, the robot's capacity and queue with the pause control, and the pause
+banner on every page."""
 
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from orchestrator import lifecycle, notifications, queries
+from orchestrator import dispatch_control, lifecycle, notifications, queries
 from orchestrator.batchfile import Batch, api_errors, parse_batch
 from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
@@ -37,7 +40,7 @@ from orchestrator.submission import (
     submit_job,
 )
 
-from ..schemas import SubmitSchema
+from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
 from .timeline import job_timeline
@@ -57,6 +60,8 @@ JOB_STATUSES = [status.value for status in JobStatus]
 _SUBMISSION_ID = re.compile(r"^[0-9a-f]{32}$")
 _OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
 _submit_schema = SubmitSchema()
+_pause_schema = PauseSchema()
+QUEUE_SHOWN = 100
 
 
 @bp.before_request
@@ -78,7 +83,25 @@ def csrf_token() -> str:
 
 @bp.context_processor
 def _globals() -> dict[str, Any]:
-    return {"user": login.signed_in_user(), "statuses": JOB_STATUSES}
+    return {
+        "user": login.signed_in_user(),
+        "statuses": JOB_STATUSES,
+        "banner_state": _banner_state,
+    }
+
+
+def _banner_state() -> dispatch_control.DispatchState | None:
+    """Return the dispatch state for the pause banner (read only by pages that show it).
+
+    None, and no banner, for a stranger or when the database cannot be read.
+    """
+    if not login.signed_in_user():
+        return None
+    try:
+        return orchestrator().dispatch_state()
+    except SQLAlchemyError:  # the page itself says what failed; the banner is left out
+        log.warning("dashboard: the dispatch state could not be read", exc_info=True)
+        return None
 
 
 @bp.app_template_filter("when")
@@ -346,6 +369,81 @@ def redeliver(notification_id: str) -> ResponseReturnValue:
 
 
 _SAFE_BACK = re.compile(r"^/dashboard/(notifications|jobs/[0-9a-f-]{36})$")
+
+
+# --- the robot: capacity, queue, pause and resume ---
+
+
+def _dispatch_context() -> dict[str, Any]:
+    state = orchestrator()
+    with state.session() as session:
+        current = dispatch_control.read_state(session, state.settings)
+        waiting = dispatch_control.queue(session, limit=QUEUE_SHOWN)
+    return {"state": current, "waiting": waiting, "now": utcnow()}
+
+
+def _dispatch_page(problems: list[str] | None = None, form: dict[str, str] | None = None) -> Any:
+    page = render_template(
+        "dashboard/dispatch.html",
+        problems=problems or [],
+        form=form or {},
+        **_dispatch_context(),
+    )
+    return page, 422 if problems else 200
+
+
+@bp.get("/dispatch")
+def dispatch_page() -> ResponseReturnValue:
+    return _dispatch_page()
+
+
+@bp.get("/live/dispatch")
+def live_dispatch() -> ResponseReturnValue:
+    return render_template("dashboard/_dispatch_live.html", **_dispatch_context())
+
+
+@bp.get("/live/banner")
+def live_banner() -> ResponseReturnValue:
+    return render_template("dashboard/_banner.html")
+
+
+def _as_utc_text(value: str) -> str:
+    """Read a datetime-local value (no offset) as UTC; keep one that has an offset."""
+    if value and re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?", value):
+        return f"{value}+00:00"
+    return value
+
+
+@bp.post("/dispatch/pause")
+def pause() -> ResponseReturnValue:
+    form = {
+        "reason": request.form.get("reason", "").strip(),
+        "until": request.form.get("until", ""),
+    }
+    body: dict[str, Any] = {"reason": form["reason"]}
+    if form["until"].strip():
+        body["until"] = _as_utc_text(form["until"].strip())
+    try:
+        data = _pause_schema.load(body)
+    except ValidationError as err:
+        names = {"reason": "Reason", "until": "End time"}
+        problems = [
+            f"{names.get(field, field)}: {'; '.join(map(str, why))}"
+            for field, why in err.messages_dict.items()
+        ]
+        return _dispatch_page(problems, form)
+    orchestrator().pause_dispatch(data["reason"], data.get("until"))
+    until = data.get("until")
+    ends = f" until {_when(until)}" if until else " until someone resumes it"
+    flash(f"Dispatching paused{ends}. Active jobs go on; new jobs wait.")
+    return redirect(url_for("dashboard.dispatch_page"), 303)
+
+
+@bp.post("/dispatch/resume")
+def resume() -> ResponseReturnValue:
+    orchestrator().resume_dispatch()
+    flash("Dispatching resumed: waiting jobs go to the robot as slots free up.")
+    return redirect(url_for("dashboard.dispatch_page"), 303)
 
 
 # --- submit a batch ---

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -390,3 +391,122 @@ def test_db_prune_needs_a_number_of_days() -> None:
         answer = runner.invoke(main, args, env={"APP_ENV": "development"})
         assert answer.exit_code == 2
         assert "--older-than" in answer.output
+
+
+# --- the robot's queue and dispatch control (CONTRACT §3, §7) ---
+
+
+def test_submit_with_a_priority_shows_its_place(cli, csv_file, started):
+    first = cli("submit", str(csv_file))
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[0].endswith("3 orders, queue position 1")
+    urgent = cli("submit", str(csv_file), "--priority", "5")
+    assert urgent.exit_code == 0, urgent.output
+    job_id = job_id_of(urgent.stdout)
+    assert urgent.stdout.splitlines()[0] == (
+        f"job {job_id} pending: 3 orders, priority 5, queue position 1"
+    )
+    assert "  priority 5, queue position 1" in cli("status", job_id).stdout
+    assert len(started.job_ids) == 2
+
+
+@pytest.mark.parametrize("priority", ["101", "-101", "high", "1.5"])
+def test_a_priority_out_of_range_is_refused_before_sending(cli, csv_file, started, priority):
+    result = cli("submit", str(csv_file), "--priority", priority)
+    assert result.exit_code == 2
+    assert "--priority" in result.stderr
+    assert started.job_ids == []
+
+
+def test_queue_shows_the_state_and_the_waiting_jobs_in_dispatch_order(
+    cli, csv_file, started, app, sqlite_url
+):
+    state = app.extensions["orchestrator"]
+    state.settings = replace(state.settings, robot_max_active_jobs=2)
+    low = job_id_of(cli("submit", str(csv_file), "--priority", "-2").stdout)
+    plain = job_id_of(cli("submit", str(csv_file)).stdout)
+    high = job_id_of(cli("submit", str(csv_file), "--priority", "9").stdout)
+    result = cli("queue")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["dispatching: running", "active jobs: 0 of 2", "waiting jobs: 3"]
+    rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("1", "9", high, "3"),
+        ("2", "0", plain, "3"),
+        ("3", "-2", low, "3"),
+    ]
+    shown = cli("queue", "--limit", "1").stdout
+    assert high in shown and plain not in shown
+    assert "(showing the first 1 of 3 waiting jobs)" in shown
+
+    state.settings = replace(state.settings, robot_max_active_jobs=None)
+    assert "active jobs: 0 (no limit)" in cli("queue").stdout
+
+
+def test_an_empty_queue(cli):
+    result = cli("queue")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "dispatching: running",
+        "active jobs: 0 (no limit)",
+        "waiting jobs: 0",
+        "",
+        "no job is waiting",
+    ]
+
+
+def test_pause_with_an_end_then_resume(cli, server):
+    paused = cli("pause", "--reason", "portal maintenance", "--until", "2999-01-01T06:00:00Z")
+    assert paused.exit_code == 0, paused.output
+    assert paused.stdout.splitlines()[:3] == [
+        "dispatching: paused",
+        "  reason: portal maintenance",
+        "  until:  2999-01-01T06:00:00+00:00 (then it resumes by itself)",
+    ]
+    assert cli("queue").stdout.startswith("dispatching: paused\n  reason: portal maintenance")
+    again = cli("pause", "--reason", "still down")
+    assert "  until:  resumed by hand (orchestrator resume)" in again.stdout
+    resumed = cli("resume")
+    assert resumed.exit_code == 0
+    assert resumed.stdout.splitlines()[0] == "dispatching: running"
+    assert cli("queue").stdout.startswith("dispatching: running")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--reason", "x", "--until", "2001-01-01T00:00:00Z"],
+            "until: must be a time in the future",
+        ),
+        (["--reason", "x", "--until", "next week"], "until: Not a valid datetime."),
+        (["--reason", "x" * 501], "reason: "),
+        (["--reason", ""], "reason: "),
+    ],
+)
+def test_a_refused_pause_is_one_line_per_field(cli, args, message):
+    result = cli("pause", *args)
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {message}"), line
+    assert cli("queue").stdout.startswith("dispatching: running")
+
+
+def test_pause_needs_a_reason(cli):
+    result = cli("pause")
+    assert result.exit_code == 2
+    assert "--reason" in result.stderr
+
+
+def test_queue_says_when_dispatching_paused_itself(cli, app, sqlite_url):
+    from orchestrator import dispatch_control
+
+    settings = app.extensions["orchestrator"].settings
+    with session_scope(sqlite_url) as session:
+        for _ in range(3):
+            dispatch_control.count_failure(session, settings, "HTTP 503 from the robot", True)
+    lines = cli("queue").stdout.splitlines()
+    assert lines[0] == "dispatching: paused by itself after 3 failed dispatches in a row"
+    assert "HTTP 503 from the robot" in lines[1]
+    assert lines[2] == "  until:  resumed by hand (orchestrator resume)"

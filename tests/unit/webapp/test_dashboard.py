@@ -447,3 +447,212 @@ def test_requests_under_api_never_open_or_set_the_session_cookie(signed_in, app)
         assert app.session_interface.open_session(app, flask.request) is not None
     # The dashboard session itself is untouched.
     assert signed_in.get("/dashboard/").status_code == 200
+
+
+# --- the robot: capacity, queue, pause and resume (CONTRACT §7) ---
+
+FUTURE = "2999-01-02T03:04:05"
+
+
+def submit_api(client, auth, priority: int | None = None, orders: int = 1) -> str:
+    body: dict[str, Any] = {
+        "orders": [{"orderId": f"Q-{n}", "pedidoInput": {}} for n in range(orders)]
+    }
+    if priority is not None:
+        body["priority"] = priority
+    answer = client.post("/api/jobs", json=body, headers=auth)
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    return answer.get_json()["id"]
+
+
+def dispatch_one(database_url: str, settings, job_id: str) -> None:
+    """Claim the job's dispatch as the worker does: it becomes active."""
+    with session_scope(database_url) as session:
+        lifecycle.mark_processing(session, job_id)
+    with session_scope(database_url) as session:
+        assert lifecycle.claim_dispatch(session, job_id, settings) is not None
+
+
+def queue_rows(html: str) -> list[tuple[str, str, str, str]]:
+    """(job id, position, priority, orders) of each row of the queue table, in order."""
+    return re.findall(
+        r'<tr data-job="([^"]+)">\s*<td class="num">(\d+)</td>\s*<td class="num">(-?\d+)</td>'
+        r"\s*<td>.*?</td>\s*<td class=\"num\">(\d+)</td>",
+        html,
+        re.S,
+    )
+
+
+def banner(html: str) -> str | None:
+    match = re.search(r'<p class="banner" role="alert".*?</p>', html, re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", match.group(0))).strip() if match else None
+
+
+def limit_robot(app, limit: int | None):
+    state = app.extensions["orchestrator"]
+    state.settings = replace(state.settings, robot_max_active_jobs=limit)
+    return state.settings
+
+
+def test_the_robot_page_shows_capacity_and_the_queue_in_dispatch_order(
+    signed_in, app, auth, sqlite_url
+):
+    settings = limit_robot(app, 2)
+    first = submit_api(signed_in, auth)
+    low = submit_api(signed_in, auth, priority=-3, orders=2)
+    high = submit_api(signed_in, auth, priority=7, orders=3)
+    last = submit_api(signed_in, auth)
+    dispatch_one(sqlite_url, settings, high)  # the first in order goes to the robot
+
+    html = signed_in.get("/dashboard/dispatch").get_data(as_text=True)
+    assert '<dd id="capacity">1 / 2</dd>' in html
+    assert '<dd id="waiting-count">3</dd>' in html
+    assert queue_rows(html) == [
+        (first, "1", "0", "1"),
+        (last, "2", "0", "1"),
+        (low, "3", "-3", "2"),
+    ]
+    assert 'href="/dashboard/dispatch"' in signed_in.get("/dashboard/").get_data(as_text=True)
+    # The live part shows the same, for the page's refresh.
+    live = signed_in.get("/dashboard/live/dispatch").get_data(as_text=True)
+    assert queue_rows(live) == queue_rows(html)
+    assert "csrf_token" not in live  # the forms stay outside the part that is replaced
+    # The positions are the API's.
+    api = {j: signed_in.get(f"/api/jobs/{j}", headers=auth).get_json() for j in (first, low)}
+    assert (api[first]["queuePosition"], api[low]["queuePosition"]) == (1, 3)
+
+    limit_robot(app, None)
+    html = signed_in.get("/dashboard/dispatch").get_data(as_text=True)
+    assert '<dd id="capacity">1 (no limit)</dd>' in html
+
+
+def test_an_empty_queue_says_so(signed_in):
+    html = signed_in.get("/dashboard/dispatch").get_data(as_text=True)
+    assert "No job is waiting for the robot." in html
+    assert '<dd id="capacity">0 (no limit)</dd>' in html
+    assert banner(html) is None
+
+
+def test_pause_from_the_page_shows_the_banner_on_every_page_until_resumed(signed_in, auth, started):
+    job_id = submit_api(signed_in, auth)
+    csrf = csrf_of(signed_in.get("/dashboard/dispatch").get_data(as_text=True))
+    answer = signed_in.post(
+        "/dashboard/dispatch/pause",
+        data={"csrf_token": csrf, "reason": "portal maintenance", "until": FUTURE},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/dashboard/dispatch"
+    state = signed_in.get("/api/dispatch", headers=auth).get_json()
+    assert state["paused"] is True
+    assert state["pausedBy"] == "api"
+    assert state["pausedReason"] == "portal maintenance"
+    assert state["pausedUntil"].startswith("2999-01-02T03:04:05")  # read as UTC
+
+    page = signed_in.get("/dashboard/dispatch").get_data(as_text=True)
+    assert "Dispatching paused until 2999-01-02 03:04:05 UTC." in page
+    for path in (
+        "/dashboard/",
+        "/dashboard/submit",
+        f"/dashboard/jobs/{job_id}",
+        "/dashboard/dispatch",
+        "/dashboard/jobs/no-such-job",  # the error page too
+        "/dashboard/?status=nope",
+    ):
+        text = banner(signed_in.get(path).get_data(as_text=True))
+        assert text is not None, path
+        assert text.startswith("Dispatching is paused. Reason: portal maintenance."), text
+        assert "It resumes by itself at 2999-01-02 03:04:05 UTC." in text
+        assert "1 waiting." in text
+    live = signed_in.get("/dashboard/live/banner").get_data(as_text=True)
+    assert "portal maintenance" in banner(live)
+    assert "Resume dispatching" in page and "Change the pause" in page
+
+    answer = signed_in.post("/dashboard/dispatch/resume", data={"csrf_token": csrf})
+    assert answer.status_code == 303
+    page = signed_in.get("/dashboard/dispatch").get_data(as_text=True)
+    assert "Dispatching resumed" in page
+    assert banner(page) is None
+    assert banner(signed_in.get("/dashboard/live/banner").get_data(as_text=True)) is None
+    assert signed_in.get("/api/dispatch", headers=auth).get_json()["paused"] is False
+
+
+def test_a_pause_without_an_end_and_pausing_again_replaces_it(signed_in, auth):
+    csrf = csrf_of(signed_in.get("/dashboard/dispatch").get_data(as_text=True))
+    signed_in.post(
+        "/dashboard/dispatch/pause",
+        data={"csrf_token": csrf, "reason": "first", "until": FUTURE},
+    )
+    answer = signed_in.post(
+        "/dashboard/dispatch/pause", data={"csrf_token": csrf, "reason": "second", "until": ""}
+    )
+    assert answer.status_code == 303
+    state = signed_in.get("/api/dispatch", headers=auth).get_json()
+    assert (state["pausedReason"], state["pausedUntil"]) == ("second", None)
+    text = banner(signed_in.get("/dashboard/").get_data(as_text=True))
+    assert "Reason: second. It stays paused until someone resumes it." in text
+
+
+def test_an_end_time_with_an_offset_is_kept(signed_in, auth):
+    csrf = csrf_of(signed_in.get("/dashboard/dispatch").get_data(as_text=True))
+    signed_in.post(
+        "/dashboard/dispatch/pause",
+        data={"csrf_token": csrf, "reason": "r", "until": "2999-01-02T03:04:05-05:00"},
+    )
+    until = signed_in.get("/api/dispatch", headers=auth).get_json()["pausedUntil"]
+    assert until.startswith("2999-01-02T08:04:05")
+
+
+@pytest.mark.parametrize(
+    ("form", "problem"),
+    [
+        ({"reason": ""}, "Reason:"),
+        ({"reason": "   "}, "Reason:"),
+        ({"reason": "x" * 501}, "Reason:"),
+        ({"reason": "ok", "until": "2001-01-01T00:00"}, "End time: must be a time in the future"),
+        ({"reason": "ok", "until": "tomorrow"}, "End time:"),
+    ],
+)
+def test_a_bad_pause_form_names_the_problem_and_pauses_nothing(signed_in, auth, form, problem):
+    csrf = csrf_of(signed_in.get("/dashboard/dispatch").get_data(as_text=True))
+    answer = signed_in.post("/dashboard/dispatch/pause", data={"csrf_token": csrf, **form})
+    assert answer.status_code == 422
+    html = answer.get_data(as_text=True)
+    found = problems(html)
+    assert len(found) == 1 and found[0].startswith(problem), found
+    assert f'value="{form["reason"].strip()}"' in html  # what was typed is kept
+    assert signed_in.get("/api/dispatch", headers=auth).get_json()["paused"] is False
+
+
+def test_pause_and_resume_need_the_csrf_token(signed_in, auth):
+    assert signed_in.post("/dashboard/dispatch/pause", data={"reason": "x"}).status_code == 400
+    assert signed_in.get("/api/dispatch", headers=auth).get_json()["paused"] is False
+    signed_in.post("/api/dispatch/pause", json={"reason": "by the API"}, headers=auth)
+    assert signed_in.post("/dashboard/dispatch/resume", data={}).status_code == 400
+    assert signed_in.get("/api/dispatch", headers=auth).get_json()["paused"] is True
+
+
+def test_strangers_get_no_banner_and_no_robot_page(client, auth):
+    client.post("/api/dispatch/pause", json={"reason": "secret plans"}, headers=auth)
+    login_page = client.get("/dashboard/login").get_data(as_text=True)
+    assert "secret plans" not in login_page and banner(login_page) is None
+    assert client.get("/dashboard/dispatch").status_code == 302
+    assert client.get("/dashboard/live/banner").status_code == 401
+    assert client.get("/dashboard/live/dispatch").status_code == 401
+    assert client.post("/dashboard/dispatch/resume").status_code in (302, 400)
+    assert client.get("/api/dispatch", headers=auth).get_json()["paused"] is True
+
+
+def test_the_banner_says_when_dispatching_paused_itself_after_failures(signed_in, app, sqlite_url):
+    from orchestrator import dispatch_control
+
+    settings = app.extensions["orchestrator"].settings
+    with session_scope(sqlite_url) as session:
+        for _ in range(settings.robot_pause_after_failures):
+            dispatch_control.count_failure(session, settings, "connection refused", True)
+    text = banner(signed_in.get("/dashboard/submit").get_data(as_text=True))
+    assert text is not None
+    assert text.startswith(
+        "Dispatching is paused by itself after 3 failed dispatches. Reason: 3 dispatches failed"
+        " in a row; the last: connection refused."
+    ), text
+    assert "It stays paused until someone resumes it." in text

@@ -1,5 +1,7 @@
 // The dashboard's only script, no build step: confirm dangerous forms, keep live parts fresh
-// by polling a server-rendered fragment (the page works without it, with a slower refresh).
+// by polling server-rendered fragments (the page works without it, with a slower refresh).
+// Every element with data-live (and an id) is one live part: the page's own (#live) and the
+// pause banner (#banner); data-every sets its interval, data-final="true" stops it.
 (function () {
   "use strict";
 
@@ -25,55 +27,56 @@
     });
   });
 
-  var live = document.getElementById("live");
-  if (!live) {
-    return;
-  }
-  var every = 1500;
-  var last = null;
+  function follow(part) {
+    var id = part.id;
+    var every = parseInt(part.getAttribute("data-every"), 10) || 1500;
+    var last = null;
 
-  function schedule() {
-    window.setTimeout(tick, every);
-  }
+    function schedule() {
+      window.setTimeout(tick, every);
+    }
 
-  function tick() {
-    if (live.getAttribute("data-final") === "true") {
-      return;
-    }
-    if (document.hidden) {
-      schedule();
-      return;
-    }
-    fetch(live.getAttribute("data-live"), {credentials: "same-origin", headers: {"Accept": "text/html"}})
-      .then(function (response) {
-        if (response.status === 401) {
-          window.location.reload();  // signed out: the page leads to the login
-          throw new Error("signed out");
-        }
-        if (!response.ok) {
-          throw new Error("HTTP " + response.status);
-        }
-        return response.text();
-      })
-      .then(function (html) {
-        if (html !== last) {
-          var holder = document.createElement("div");
-          holder.innerHTML = html;
-          var fresh = holder.querySelector("#live");
-          if (fresh) {
-            live.replaceWith(fresh);
-            live = fresh;
+    function tick() {
+      if (part.getAttribute("data-final") === "true") {
+        return;
+      }
+      if (document.hidden) {
+        schedule();
+        return;
+      }
+      fetch(part.getAttribute("data-live"), {credentials: "same-origin", headers: {"Accept": "text/html"}})
+        .then(function (response) {
+          if (response.status === 401) {
+            window.location.reload();  // signed out: the page leads to the login
+            throw new Error("signed out");
           }
-          last = html;
-        }
-        live.classList.remove("stale");
-        schedule();
-      })
-      .catch(function () {
-        live.classList.add("stale");
-        schedule();
-      });
+          if (!response.ok) {
+            throw new Error("HTTP " + response.status);
+          }
+          return response.text();
+        })
+        .then(function (html) {
+          if (html !== last) {
+            var holder = document.createElement("div");
+            holder.innerHTML = html;
+            var fresh = holder.querySelector("#" + id);
+            if (fresh) {
+              part.replaceWith(fresh);
+              part = fresh;
+            }
+            last = html;
+          }
+          part.classList.remove("stale");
+          schedule();
+        })
+        .catch(function () {
+          part.classList.add("stale");
+          schedule();
+        });
+    }
+
+    schedule();
   }
 
-  schedule();
+  Array.prototype.forEach.call(document.querySelectorAll("[data-live][id]"), follow);
 })();

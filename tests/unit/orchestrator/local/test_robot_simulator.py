@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import re
@@ -49,6 +50,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def event(self) -> dict[str, Any]:
@@ -509,3 +511,237 @@ class SimpleNamespaceUrl:
     """Stand in for a SimulatorServer where only .url is used."""
 
     url: str
+
+
+def items_of(count: int, prefix: str = "i") -> list[dict[str, Any]]:
+    """Return count dispatch items."""
+    return [
+        {"itemId": f"{prefix}{n}", "orderId": f"O-{prefix}{n}", "pedidoInput": {}}
+        for n in range(count)
+    ]
+
+
+def batches_in_report_order(receiver: Receiver) -> list[str]:
+    """Return the job ids of the batch reports received, in order."""
+    return [r.path.split("/")[-2] for r in receiver.requests if r.type.startswith("robot.batch.")]
+
+
+def test_browsers_work_at_most_k_batches_and_queue_the_rest(make_sim, receiver, http) -> None:
+    sim = make_sim(browsers=2, item_delay=0.3)
+    bodies = [job_body(receiver, items_of(3)) for _ in range(5)]
+    for body in bodies:
+        assert dispatch(http, sim, body).status_code == 202
+    held = wait_for(
+        lambda: (s := stats(http, sim))["workingJobs"] == 2 and s["queuedJobs"] == 3 and s,
+        what="two batches at work, three waiting",
+    )
+    assert (held["jobsAccepted"], held["heldJobs"], held["activeJobs"]) == (5, 5, 5)
+    final = settled(http, sim)
+    assert final["maxWorkingJobs"] == 2
+    assert final["maxHeldJobs"] == 5
+    assert (final["heldJobs"], final["queuedJobs"], final["workingJobs"]) == (0, 0, 0)
+    assert final["dispatches"] == {b["jobId"]: 1 for b in bodies}
+    assert sorted(batches_in_report_order(receiver)) == sorted(b["jobId"] for b in bodies)
+
+
+def test_a_queued_batch_reports_nothing_until_a_browser_takes_it(make_sim, receiver, http) -> None:
+    sim = make_sim(browsers=1, item_delay=0.05)
+    first, second = job_body(receiver, items_of(3, "a")), job_body(receiver, items_of(2, "b"))
+    assert dispatch(http, sim, first).status_code == 202
+    assert dispatch(http, sim, second).status_code == 202
+    settled(http, sim)
+    paths = [r.path for r in receiver.requests]
+    last_of_first = max(i for i, p in enumerate(paths) if first["jobId"] in p)
+    first_of_second = min(i for i, p in enumerate(paths) if second["jobId"] in p)
+    assert last_of_first < first_of_second
+    assert receiver.requests[last_of_first].type == "robot.batch.completed"
+    assert stats(http, sim)["maxWorkingJobs"] == 1
+
+
+def test_batches_are_taken_in_arrival_order(make_sim, receiver, http) -> None:
+    sim = make_sim(browsers=1, item_delay=0.02)
+    bodies = [job_body(receiver, items_of(2, f"j{n}-")) for n in range(4)]
+    for body in bodies:
+        assert dispatch(http, sim, body).status_code == 202
+    settled(http, sim)
+    assert batches_in_report_order(receiver) == [b["jobId"] for b in bodies]
+    started = [r.path.split("/")[-2] for r in receiver.requests if r.type == "robot.item.started"]
+    assert list(dict.fromkeys(started)) == [b["jobId"] for b in bodies]
+
+
+def test_without_browsers_every_batch_is_worked_at_once(make_sim, receiver, http) -> None:
+    sim = make_sim(item_delay=0.2)
+    bodies = [job_body(receiver, items_of(2)) for _ in range(4)]
+    for body in bodies:
+        assert dispatch(http, sim, body).status_code == 202
+    wait_for(lambda: stats(http, sim)["workingJobs"] == 4, what="four batches at work")
+    final = settled(http, sim)
+    assert (final["maxWorkingJobs"], final["maxHeldJobs"]) == (4, 4)
+    assert final["config"]["browsers"] is None
+
+
+def test_browsers_can_be_raised_live_and_start_waiting_batches(make_sim, receiver, http) -> None:
+    sim = make_sim(browsers=1, item_delay=0.3)
+    bodies = [job_body(receiver, items_of(2)) for _ in range(3)]
+    for body in bodies:
+        assert dispatch(http, sim, body).status_code == 202
+    wait_for(lambda: stats(http, sim)["workingJobs"] == 1, what="one batch at work")
+    assert stats(http, sim)["queuedJobs"] == 2
+    answer = http.post(f"{sim.url}/_sim/config", json={"browsers": 3}, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json()["browsers"] == 3
+    wait_for(lambda: stats(http, sim)["workingJobs"] == 3, what="three batches at work")
+    assert settled(http, sim)["maxWorkingJobs"] == 3
+    for bad in ({"browsers": 0}, {"browsers": 1.5}, {"browsers": True}, {"heartbeat": 0}):
+        assert http.post(f"{sim.url}/_sim/config", json=bad, timeout=5).status_code == 400
+    assert http.post(f"{sim.url}/_sim/config", json={"browsers": None}, timeout=5).ok
+
+
+def heartbeats(receiver: Receiver, job_id: str) -> list[Received]:
+    """Return the heartbeats received for a job."""
+    return [r for r in receiver.requests if r.type == "robot.heartbeat" and job_id in r.path]
+
+
+def test_heartbeats_are_signed_and_sent_for_working_and_queued_jobs_until_the_report(
+    make_sim, receiver, http
+) -> None:
+    sim = make_sim(browsers=1, item_delay=0.6, heartbeat=0.1)
+    working, queued = job_body(receiver, items_of(2, "w")), job_body(receiver, items_of(1, "q"))
+    assert dispatch(http, sim, working).status_code == 202
+    assert dispatch(http, sim, queued).status_code == 202
+    wait_for(lambda: len(heartbeats(receiver, queued["jobId"])) >= 3, what="queued heartbeats")
+    assert [r.type for r in receiver.requests if queued["jobId"] in r.path] == [
+        "robot.heartbeat"
+    ] * len(heartbeats(receiver, queued["jobId"]))
+    assert {r.event["data"]["state"] for r in heartbeats(receiver, queued["jobId"])} == {"queued"}
+    assert {r.event["data"]["state"] for r in heartbeats(receiver, working["jobId"])} == {"working"}
+    final = settled(http, sim)
+    for body in (working, queued):
+        beats = heartbeats(receiver, body["jobId"])
+        assert beats
+        for beat in beats:
+            assert Webhook(body["callbackSecret"]).verify(beat.body, beat.headers) == beat.event
+        assert len({r.msg_id for r in beats}) == len(beats)
+    assert final["heartbeatsSent"] == len(
+        [r for r in receiver.requests if r.type == "robot.heartbeat"]
+    )
+    assert final["eventsSent"] == 5 + 3  # heartbeats are counted apart
+    assert final["heldJobs"] == 0
+
+    # A job that never reports keeps beating; by its third beat the finished ones had time to.
+    http.post(f"{sim.url}/_sim/config", json={"mode": "never_finish"}, timeout=5)
+    alive = job_body(receiver)
+    assert dispatch(http, sim, alive).status_code == 202
+    wait_for(lambda: len(heartbeats(receiver, alive["jobId"])) >= 3, what="three more beats")
+    for body in (working, queued):
+        mine = [r for r in receiver.requests if body["jobId"] in r.path]
+        assert mine[-1].type == "robot.batch.completed"  # nothing after the report
+
+
+def test_heartbeats_are_spaced_by_the_interval(make_sim, receiver, http) -> None:
+    sim = make_sim(mode="never_finish", heartbeat=0.2)
+    body = job_body(receiver)
+    began = time.monotonic()
+    assert dispatch(http, sim, body).status_code == 202
+    beats = wait_for(lambda: len(b := heartbeats(receiver, body["jobId"])) >= 4 and b, what="beats")
+    stamps = [began, *(r.arrived for r in beats)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert all(0.15 <= gap <= 1.0 for gap in gaps), gaps
+
+
+def test_a_never_finishing_job_heartbeats_until_heartbeats_are_turned_off(
+    make_sim, receiver, http
+) -> None:
+    sim = make_sim(mode="never_finish", heartbeat=0.05)
+    body = job_body(receiver)
+    assert dispatch(http, sim, body).status_code == 202
+    settled(http, sim)  # its browser is free, but the robot still holds the job
+    wait_for(lambda: len(heartbeats(receiver, body["jobId"])) >= 3, what="heartbeats")
+    assert stats(http, sim)["heldJobs"] == 1
+    assert {r.event["data"]["state"] for r in heartbeats(receiver, body["jobId"])} == {"stuck"}
+    assert http.post(f"{sim.url}/_sim/config", json={"heartbeat": None}, timeout=5).ok
+    wait_for(lambda: stats(http, sim)["heartbeatsSent"] >= 3, what="the beat on its way")
+    count = len(heartbeats(receiver, body["jobId"]))
+    # A normal job of three 0.1 s items lasts six intervals: time enough for beats to show.
+    http.post(f"{sim.url}/_sim/config", json={"mode": "normal", "item_delay": 0.1}, timeout=5)
+    assert dispatch(http, sim, job_body(receiver, items_of(3))).status_code == 202
+    settled(http, sim)
+    assert len(heartbeats(receiver, body["jobId"])) == count
+    assert http.post(f"{sim.url}/_sim/reset", timeout=5).ok
+    assert stats(http, sim)["heldJobs"] == 0
+
+
+def test_heartbeats_can_be_turned_on_live(make_sim, receiver, http) -> None:
+    sim = make_sim(item_delay=0.3)
+    body = job_body(receiver, items_of(3))
+    assert dispatch(http, sim, body).status_code == 202
+    assert http.post(f"{sim.url}/_sim/config", json={"heartbeat": 0.05}, timeout=5).ok
+    wait_for(lambda: heartbeats(receiver, body["jobId"]), what="a heartbeat")
+    final = settled(http, sim)
+    assert final["config"]["heartbeat"] == 0.05
+    assert final["heartbeatsSent"] >= 1
+
+
+def test_a_refused_heartbeat_is_counted_and_not_retried(make_sim, receiver, http) -> None:
+    sim = make_sim(mode="never_finish", heartbeat=0.05)
+    body = job_body(receiver)
+    assert dispatch(http, sim, body).status_code == 202
+    wait_for(lambda: stats(http, sim)["heartbeatsSent"] >= 1, what="a heartbeat")
+    receiver.statuses = [422]
+    wait_for(lambda: stats(http, sim)["heartbeatsFailed"] == 1, what="a refused heartbeat")
+    refused = next(r for r in receiver.requests if r.status == 422)
+    assert refused.type == "robot.heartbeat"
+    sent = stats(http, sim)["heartbeatsSent"]
+    wait_for(lambda: stats(http, sim)["heartbeatsSent"] > sent, what="the next heartbeat")
+    assert sum(1 for r in receiver.requests if r.msg_id == refused.msg_id) == 1
+    assert stats(http, sim)["eventsFailed"] == 0
+
+
+def test_the_timeline_records_dispatch_arrivals_and_answered_reports(
+    make_sim, receiver, http
+) -> None:
+    sim = make_sim(item_delay=0)
+    before = time.time()
+    bodies = [job_body(receiver) for _ in range(3)]
+    for body in bodies:
+        assert dispatch(http, sim, body).status_code == 202
+    settled(http, sim)
+    timeline = http.get(f"{sim.url}/_sim/timeline", timeout=5).json()
+    assert [d["jobId"] for d in timeline["dispatches"]] == [b["jobId"] for b in bodies]
+    assert sorted(r["jobId"] for r in timeline["reports"]) == sorted(b["jobId"] for b in bodies)
+    assert {r["type"] for r in timeline["reports"]} == {"robot.batch.completed"}
+    assert all(before <= d["at"] <= time.time() for d in timeline["dispatches"])
+    arrived = {d["jobId"]: d["at"] for d in timeline["dispatches"]}
+    assert all(r["at"] >= arrived[r["jobId"]] for r in timeline["reports"])
+    http.post(f"{sim.url}/_sim/reset", timeout=5)
+    assert http.get(f"{sim.url}/_sim/timeline", timeout=5).json() == {
+        "dispatches": [],
+        "reports": [],
+    }
+
+
+def test_finish_before_answer_waits_for_a_queued_batch(make_sim, receiver, http) -> None:
+    sim = make_sim(browsers=1, item_delay=0.1)
+    first = job_body(receiver, items_of(2))
+    assert dispatch(http, sim, first).status_code == 202
+    http.post(f"{sim.url}/_sim/config", json={"mode": "finish_before_answer"}, timeout=5)
+    second = job_body(receiver)
+    assert dispatch(http, sim, second).status_code == 202
+    receiver.mark("answered")
+    order = [x if isinstance(x, str) else x.path.split("/")[-2] + x.type for x in receiver.timeline]
+    assert order.index(f"{first['jobId']}robot.batch.completed") < order.index("answered")
+    assert order.index(f"{second['jobId']}robot.batch.completed") < order.index("answered")
+
+
+def test_browsers_and_heartbeat_on_the_command_line() -> None:
+    from orchestrator.local.robot_simulator import _parse_args
+
+    args = _parse_args(["--browsers", "2", "--heartbeat", "0.5"])
+    config = SimulatorConfig(**vars(args))
+    assert (config.browsers, config.heartbeat) == (2, 0.5)
+    defaults = SimulatorConfig(**vars(_parse_args([])))
+    assert (defaults.browsers, defaults.heartbeat) == (None, None)
+    for bad in (["--browsers", "0"], ["--heartbeat", "0"], ["--heartbeat", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            _parse_args(bad)
+        assert exit_info.value.code == 2
