@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from orchestrator.celery_app import create_celery
-from orchestrator.config import Settings, load_settings, settings_from_mapping
+    from orchestrator.config import Settings
 
-from . import dashboard, errors, openapi, security
-from .state import Orchestrator
-
-log = logging.getLogger(__name__)
+# Flask, Celery, redis-py and the database drivers are imported inside create_app, not here:
+# ``python -m webapp`` imports this package in gunicorn's master process, and the gevent
+# worker must patch the standard library before any of them is first imported (README, "Web
+# server and slow clients").
 
 
 def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     """Build the Flask app from settings, a mapping of setting overrides, or the environment."""
+    from flask import Flask
+
+    from orchestrator.celery_app import create_celery
+    from orchestrator.config import Settings, load_settings, settings_from_mapping
+
+    from . import dashboard, errors, openapi, security
+    from .state import Orchestrator
+
     if isinstance(config, Settings):
         settings = config
     elif config is not None:
