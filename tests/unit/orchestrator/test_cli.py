@@ -238,3 +238,17 @@ def test_a_url_that_is_not_the_orchestrator():
         f"error: unexpected answer from {url}/api/jobs (HTTP 200, not JSON): "
         "is this the orchestrator's URL?"
     )
+
+
+def test_credentials_in_the_url_never_reach_the_message():
+    port = free_port()
+    result = CliRunner().invoke(
+        main,
+        ["list", "--url", f"http://user:s3cretpw@127.0.0.1:{port}", "--token", "t"],
+        env={},
+    )
+    assert result.exit_code == 1
+    assert "s3cretpw" not in result.output
+    assert result.stderr.strip() == (
+        f"error: cannot reach the orchestrator at http://***@127.0.0.1:{port} (connection refused)"
+    )

@@ -570,3 +570,17 @@ def test_concurrent_different_results_for_one_item_apply_one_and_refuse_the_rest
     applied = results[answers.index(200)]["data"]["trackingNumber"]
     assert robot.item(0)["trackingNumber"] == applied
     assert len(robot.events()) == 1
+
+
+@pytest.mark.parametrize("character", ["\u202e", "\u2066", "\u2028", "\x9b"])
+def test_tracking_numbers_and_errors_that_could_spoof_the_screen_are_422(robot, character):
+    before = robot.snapshot()
+    answer = robot.post(success(robot.item_ids[0], tracking=f"CO{character}321"))
+    assert answer.status_code == 422
+    assert "trackingNumber" in answer.get_json()["error"]["details"]
+    failed = {
+        "type": "robot.item.completed",
+        "data": {"itemId": robot.item_ids[1], "status": "error", "error": f"no{character}"},
+    }
+    assert robot.post(failed).status_code == 422
+    assert robot.snapshot() == before

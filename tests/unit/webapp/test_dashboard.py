@@ -567,3 +567,32 @@ def test_requests_under_api_never_open_or_set_the_session_cookie(signed_in, app)
         assert app.session_interface.open_session(app, flask.request) is not None
     # The dashboard session itself is untouched.
     assert signed_in.get("/dashboard/").status_code == 200
+
+
+# --- hostile input that used to answer 500 ---
+
+
+def test_a_next_with_control_characters_leads_to_the_job_list(client):
+    for target in ("/dashboard%0d%0aX-Injected:%201", "/dashboard\\x", "/dashboard%E2%80%AE"):
+        token = csrf_of(client.get("/dashboard/login").get_data(as_text=True))
+        answer = client.post(
+            f"/dashboard/login?next={target}", data={"csrf_token": token, "password": API_TOKEN}
+        )
+        assert answer.status_code == 303, target
+        assert answer.headers["Location"] == "/dashboard/"
+        assert "X-Injected" not in answer.headers
+
+
+def test_a_paste_nested_too_deeply_is_a_problem_not_a_500(signed_in, sqlite_url):
+    deep = 25_000  # within the unit app's MAX_BODY_BYTES
+    text = '{"orders": [{"orderId": "A", "pedidoInput": {"a": ' + "[" * deep + "]" * deep
+    answer = post_batch(signed_in, text + "}}]}")
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == ["the JSON is nested too deeply to read"]
+    cell = '"' + "[" * deep + "]" * deep + '"'
+    answer = post_batch(signed_in, file=(f"orderId,pedidoInput\nA,{cell}\n".encode(), "deep.csv"))
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "line 2: pedidoInput is nested too deeply to read"
+    ]
+    assert job_rows(sqlite_url) == []
