@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -81,6 +82,7 @@ def limited(tmp_path_factory) -> Iterator[Rig]:
         hooks=False,
         RATE_LIMIT_API="20/hour",
         RATE_LIMIT_CALLBACKS="15/hour",
+        TRUSTED_PROXY_HOPS="1",  # the tests play clients behind one proxy (X-Forwarded-For)
     ) as r:
         left = 3600 - time.time() % 3600
         if left < 30:  # a fresh window, rather than one about to roll over
@@ -122,7 +124,7 @@ def test_bad_tokens_share_one_address_bucket(limited: Rig) -> None:
     assert codes[20] == 429
 
 
-def test_callback_rate_limit_refuses_with_429_and_applies_nothing(limited: Rig) -> None:
+def test_a_bad_signature_flood_leaves_signed_callbacks_at_200(limited: Rig) -> None:
     r = limited
     job = requests.post(
         f"{r.system.base}/api/jobs",
@@ -133,13 +135,93 @@ def test_callback_rate_limit_refuses_with_429_and_applies_nothing(limited: Rig) 
     body = event_body("robot.item.started", {"itemId": job["items"][0]["id"]})
     codes = [
         post_event(r.system.base, job["id"], body, {"webhook-id": "x"}).status_code
+        for _ in range(16)
+    ]
+    assert codes == [401] * 15 + [429]  # the unsigned flood is throttled in its own bucket
+    # The robot's signed callbacks for the job go on: the limit counts them per job.
+    signed = [
+        post_event(r.system.base, job["id"], body, signed_headers(job["id"], body)).status_code
         for _ in range(15)
     ]
-    assert codes == [401] * 15
-    signed = post_event(r.system.base, job["id"], body, signed_headers(job["id"], body))
-    _assert_429(signed)
-    assert r.db.scalar("SELECT count(*) FROM events") == 0
-    record("9 callback rate limit (15/hour per address)", allowed=15, then=429, applied=0)
+    assert signed == [200] * 15
+    events = r.db.scalar("SELECT count(*) FROM events")
+    refused = post_event(r.system.base, job["id"], body, signed_headers(job["id"], body))
+    _assert_429(refused)  # past the job's own allowance
+    assert r.db.scalar("SELECT count(*) FROM events") == events  # nothing applied
+    record(
+        "9 callback rate limit (15/hour)",
+        unsigned_then=429,
+        signed_after_the_flood=200,
+        sixteenth_signed_of_one_job=429,
+    )
+
+
+# --- the dashboard's sign-in and session ---
+
+
+def _login(base: str, token: str, address: str) -> requests.Response:
+    client = requests.Session()
+    client.headers["X-Forwarded-For"] = address
+    page = client.get(f"{base}/dashboard/login", timeout=10).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf, page[:300]
+    answer = client.post(
+        f"{base}/dashboard/login",
+        data={"csrf_token": csrf.group(1), "password": token},
+        timeout=10,
+        allow_redirects=False,
+    )
+    answer.client = client  # type: ignore[attr-defined]
+    return answer
+
+
+def test_a_login_flood_leaves_a_correct_token_signing_in(limited: Rig) -> None:
+    base = limited.system.base
+    flood = [_login(base, f"guess-{n}", f"198.51.100.{n % 3}").status_code for n in range(40)]
+    assert flood.count(429) >= 20 and set(flood) <= {401, 429}  # the flood backs off
+    assert _login(base, API_TOKEN, "203.0.113.5").status_code == 303  # the operator gets in
+    record("9 dashboard login flood (40 bad logins, 3 addresses)", refused_429=flood.count(429))
+
+
+def test_the_session_cookie_and_a_copy_replayed_after_sign_out(limited: Rig) -> None:
+    base = limited.system.base
+    answer = _login(base, API_TOKEN, "203.0.113.9")
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    attributes = {part.strip().split("=")[0] for part in cookie.split(";")}
+    assert {"HttpOnly", "SameSite", "Expires", "Path"} <= attributes
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in attributes  # PUBLIC_URL is plain http here
+    client = answer.client  # type: ignore[attr-defined]
+    kept = client.cookies["session"]
+    page = client.get(f"{base}/dashboard/", timeout=10, allow_redirects=False)
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store"
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    out = client.post(
+        f"{base}/dashboard/logout",
+        data={"csrf_token": csrf.group(1)},
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert out.status_code == 303
+    replayed = requests.get(
+        f"{base}/dashboard/", cookies={"session": kept}, timeout=10, allow_redirects=False
+    )
+    assert replayed.status_code == 302
+    assert replayed.headers["Location"].startswith("/dashboard/login")
+
+
+def test_a_foreign_host_header_is_refused_not_reflected(limited: Rig) -> None:
+    base = limited.system.base
+    evil = requests.get(
+        f"{base}/dashboard", headers={"Host": "evil.example"}, timeout=10, allow_redirects=False
+    )
+    assert evil.status_code == 400
+    assert "evil.example" not in evil.headers.get("Location", "")
+    assert evil.json()["error"]["code"] == "untrusted_host"
+    assert requests.get(f"{base}/healthz", headers={"Host": "10.9.8.7"}, timeout=10).ok
 
 
 # --- secure headers ---
