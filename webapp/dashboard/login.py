@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -126,10 +127,10 @@ def seconds_to_wait(user: str) -> int:
     With Redis down the check is skipped (the sign-in still needs a valid credential).
     """
     try:
-        left = orchestrator().rendezvous.redis.ttl(_failure_key(user) + ":wait")
+        left_ms = int(orchestrator().rendezvous.redis.pttl(_failure_key(user) + ":wait"))
     except RedisError:
         return 0
-    return max(0, int(left))
+    return math.ceil(left_ms / 1000) if left_ms > 0 else 0  # -2: no wait, -1: cannot be
 
 
 def count_failure(user: str) -> None:
