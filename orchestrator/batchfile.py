@@ -13,12 +13,13 @@ import codecs
 import csv
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .text import has_unsafe_characters
+
 MAX_ORDER_ID = 100
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+TOO_DEEP = "is nested too deeply to read"
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def _check_order_id(value: Any) -> str | None:
         return "orderId is empty"
     if len(value) > MAX_ORDER_ID:
         return f"orderId is longer than {MAX_ORDER_ID} characters"
-    if _CONTROL.search(value):
-        return "orderId contains a control character"
+    if has_unsafe_characters(value):
+        return "orderId contains a control character, line separator or bidirectional override"
     return None
 
 
@@ -174,6 +175,9 @@ def _csv_order(cells: dict[str, str], line: int, batch: Batch) -> dict[str, Any]
     except json.JSONDecodeError as exc:
         batch.errors.append(RowError(line, f"pedidoInput is not valid JSON: {exc.msg}"))
         return None
+    except RecursionError:
+        batch.errors.append(RowError(line, f"pedidoInput {TOO_DEEP}"))
+        return None
     if not isinstance(pedido, dict):
         batch.errors.append(RowError(line, "pedidoInput must be a JSON object ({...})"))
         return None
@@ -187,6 +191,9 @@ def parse_json(text: str) -> Batch:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         batch.errors.append(RowError(exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+        return batch
+    except RecursionError:
+        batch.errors.append(RowError(None, f"the JSON {TOO_DEEP}"))
         return batch
     if isinstance(document, dict):
         extra = sorted(set(document) - {"orders"})

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import requests
@@ -45,6 +46,7 @@ class Api:
         if not token:
             raise Failure("no API token: pass --token or set ORCHESTRATOR_TOKEN", 2)
         self.url = url.rstrip("/")
+        self.shown_url = _without_credentials(self.url)  # for messages
         self.timeout = timeout
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {token}"
@@ -56,17 +58,18 @@ class Api:
                 method, f"{self.url}{path}", timeout=self.timeout, allow_redirects=False, **kwargs
             )
         except requests.ConnectionError as exc:
-            raise Failure(f"cannot reach the orchestrator at {self.url} ({_reason(exc)})") from None
+            reason = _reason(exc)
+            raise Failure(f"cannot reach the orchestrator at {self.shown_url} ({reason})") from None
         except requests.Timeout:
-            raise Failure(f"the orchestrator at {self.url} did not answer in time") from None
+            raise Failure(f"the orchestrator at {self.shown_url} did not answer in time") from None
         except requests.RequestException as exc:
-            raise Failure(f"request to {self.url} failed: {type(exc).__name__}") from None
+            raise Failure(f"request to {self.shown_url} failed: {type(exc).__name__}") from None
         try:
             body = answer.json()
         except ValueError:
             raise Failure(
-                f"unexpected answer from {self.url}{path} (HTTP {answer.status_code}, not JSON):"
-                " is this the orchestrator's URL?"
+                f"unexpected answer from {self.shown_url}{path} (HTTP {answer.status_code}, "
+                "not JSON): is this the orchestrator's URL?"
             ) from None
         if answer.status_code == 401:
             raise Failure(
@@ -75,6 +78,14 @@ class Api:
         if answer.status_code >= 500:
             raise Failure(f"the server failed (HTTP {answer.status_code}): {_message(body)}")
         return answer.status_code, body if isinstance(body, dict) else {}
+
+
+def _without_credentials(url: str) -> str:
+    """Return the URL with any user and password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _reason(exc: requests.ConnectionError) -> str:
@@ -206,7 +217,7 @@ def _wait(api: Api, job: dict[str, Any], interval: float = 0.5) -> dict[str, Any
 def _read(api: Api, job_id: str) -> dict[str, Any]:
     status, body = api.call("GET", f"/api/jobs/{job_id}")
     if status == 404:
-        raise Failure(f"no job {job_id} at {api.url}")
+        raise Failure(f"no job {job_id} at {api.shown_url}")
     if status != 200:
         raise Failure(f"cannot read job {job_id} (HTTP {status}): {_message(body)}")
     return body
@@ -293,7 +304,7 @@ def cancel(api: Api, job_id: str) -> None:
     """Cancel an open job (the robot is not told; its later reports are recorded as late)."""
     status, body = api.call("POST", f"/api/jobs/{job_id}/cancel")
     if status == 404:
-        raise Failure(f"no job {job_id} at {api.url}")
+        raise Failure(f"no job {job_id} at {api.shown_url}")
     if status == 409:
         raise Failure(_message(body))
     if status != 200:

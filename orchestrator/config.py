@@ -61,6 +61,7 @@ class Settings:
     wait_poll_max_seconds: float = 3600.0  # default: half of broker_visibility_timeout
     broker_visibility_timeout: int = 7200
     worker_metrics_port: int | None = None
+    trusted_proxy_hops: int = 0  # proxies in front of web whose X-Forwarded-* are believed
     dev_defaults_used: tuple[str, ...] = ()
 
     @property
@@ -208,6 +209,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WAIT_POLL_MAX_SECONDS": ("wait_poll_max_seconds", lambda n, v: _float(n, v, 0.1)),
     "BROKER_VISIBILITY_TIMEOUT": ("broker_visibility_timeout", _int),
     "WORKER_METRICS_PORT": ("worker_metrics_port", _int),
+    "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", lambda n, v: _int(n, v, minimum=0)),
 }
 
 REQUIRED = ("ROBOT_URL", "ROBOT_CALLBACK_SECRET", "PUBLIC_URL", "API_TOKENS")

@@ -26,7 +26,6 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from . import dispatch_control, notifications
 from .db import connect
 from .models import OPEN_JOB_STATUSES, Job, JobStatus
 
@@ -248,6 +247,10 @@ class DatabaseCollector:
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
+
+        # Here, not at import: the web's master process imports this module before gevent
+        # patches its workers, and the outbox module brings requests (and ssl) with it.
+        from . import dispatch_control, notifications
 
         with connect(self.database_url) as conn:
             counts = _job_counts(conn)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from flask import Flask, g, request
+if TYPE_CHECKING:
+    from flask import Flask
 
-from orchestrator import logs
-from orchestrator.celery_app import create_celery
-from orchestrator.config import Settings, load_settings, settings_from_mapping
+    from orchestrator.config import Settings
 
-from . import dashboard, errors, openapi, security
-from .state import Orchestrator
-
-log = logging.getLogger(__name__)
+# Flask, Celery, redis-py and the database drivers are imported inside create_app, not here:
+# ``python -m webapp`` imports this package in gunicorn's master process, and the gevent
+# worker must patch the standard library before any of them is first imported (README, "Web
+# server and slow clients").
 
 # The WSGI environ key under which a request names the job it is about (gunicorn's access log).
 JOB_ID_ENVIRON = "orchestrator.job_id"
@@ -22,6 +21,14 @@ JOB_ID_ENVIRON = "orchestrator.job_id"
 
 def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     """Build the Flask app from settings, a mapping of setting overrides, or the environment."""
+    from flask import Flask
+
+    from orchestrator.celery_app import create_celery
+    from orchestrator.config import Settings, load_settings, settings_from_mapping
+
+    from . import dashboard, errors, openapi, security
+    from .state import Orchestrator
+
     if isinstance(config, Settings):
         settings = config
     elif config is not None:
@@ -56,6 +63,9 @@ def init_api(app: Flask) -> None:
 
 def init_job_logging(app: Flask) -> None:
     """Mark a request's log lines (and its access line) with the job its URL names."""
+    from flask import g, request
+
+    from orchestrator import logs
 
     @app.before_request
     def _bind_job() -> None:

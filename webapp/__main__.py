@@ -1,7 +1,15 @@
-"""Run the web process: check the configuration, then serve under gunicorn on $PORT."""
+"""Run the web process: check the configuration, then serve under gunicorn on $PORT.
+
+gunicorn runs gevent workers (README, "Web server and slow clients"): each connection is a
+greenlet, so a client that trickles its headers or its body holds a few kilobytes, not one of
+a handful of threads. Each worker patches the standard library (``gevent.monkey.patch_all``)
+before it loads the app; this module and ``webapp/__init__`` therefore import nothing that
+opens sockets or starts threads (Flask, Celery, redis-py, psycopg) in the master process.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -30,6 +38,11 @@ def _child_exit(_server: Any, worker: Any) -> None:
     metrics.mark_process_dead(worker.pid)
 
 
+WORKERS = 2
+# Connections one worker holds at once (gunicorn's default); slow ones cost a greenlet each.
+WORKER_CONNECTIONS = 1000
+
+
 class WebServer(BaseApplication):  # type: ignore[misc]
     """gunicorn with the app factory, started only once the settings are known good."""
 
@@ -48,23 +61,45 @@ class WebServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
-def main() -> None:
-    settings = load_settings_or_exit()
-    # Before anything imports prometheus_client: gunicorn's workers count into one directory.
-    metrics.use_multiprocess_dir("web")
-    logs.configure_root(settings.log_format)
-    options = {
-        "bind": f"0.0.0.0:{settings.port}",
-        "workers": 2,
-        "threads": 4,
-        "worker_class": "gthread",
-        "graceful_timeout": 8,
+def bind_host(settings: Settings) -> str:
+    """All interfaces, unless a public development default is in use: then loopback only."""
+    return "127.0.0.1" if settings.dev_defaults_used else "0.0.0.0"  # noqa: S104
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Return gunicorn's options for these settings."""
+    return {
+        "bind": f"{bind_host(settings)}:{settings.port}",
+        "workers": WORKERS,
+        "worker_class": "gevent",
+        "worker_connections": WORKER_CONNECTIONS,
+        # A connection must send its request's headers within this many seconds (gunicorn's
+        # gevent worker reads them under this timeout); bodies are read as they come.
+        "keepalive": 2,
+        # On SIGTERM a worker stops accepting and lets its requests finish for this long
+        # (ours take milliseconds); a client still trickling is then cut off, so the process
+        # ends within the contract's 10 s.
+        "graceful_timeout": 5,
         "timeout": 60,
         "accesslog": "-",
         "loglevel": "info",
         "logger_class": type("WebLogger", (GunicornLogger,), {"log_format": settings.log_format}),
         "child_exit": _child_exit,
     }
+
+
+def main() -> None:
+    settings = load_settings_or_exit()
+    # Before anything imports prometheus_client: gunicorn's workers count into one directory.
+    metrics.use_multiprocess_dir("web")
+    logs.configure_root(settings.log_format)
+    options = server_options(settings)
+    if settings.dev_defaults_used:
+        print(
+            f"APP_ENV=development with public default values: listening on "
+            f"{options['bind']} only (set them to listen on every interface)",
+            file=sys.stderr,
+        )
     WebServer(settings, options).run()
 
 

@@ -1,8 +1,9 @@
 """The robot's callback endpoint (CONTRACT §5).
 
-Order of checks: raw body → signature (401) → job exists (404) → size (413) → JSON (400) →
-fields (422) → de-duplication and application through the domain layer, committed to the
-database → only then the report key and pub/sub message in Redis.
+Order of checks: raw body → signature (401) → rate limit (429, webapp.security: per job once
+signed, per address for bad signatures) → job exists (404) → size (413) → JSON (400) → fields
+(422) → de-duplication and application through the domain layer, committed to the database →
+only then the report key and pub/sub message in Redis.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from orchestrator.signing import SignatureError, verify_callback
 from .errors import ApiError
 from .jsonbody import loads_strict
 from .schemas import EVENT_DATA_SCHEMAS, EventSchema
+from .security import check_callback_limit
 from .state import orchestrator
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,9 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     try:
         verify_callback(state.settings.callback_secrets, job_id, body, request.headers)
     except SignatureError:
+        check_callback_limit(job_id, signed=False)  # their own bucket: 429 past it
         raise ApiError(401, "the event's signature does not verify for this job") from None
+    check_callback_limit(job_id, signed=True)
     webhook_id = request.headers["webhook-id"]
     if len(webhook_id) > 255:
         raise ApiError(422, "webhook-id is too long", details={"webhook-id": ["at most 255"]})

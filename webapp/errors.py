@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,14 @@ class ApiError(Exception):
         message: str,
         code: str | None = None,
         details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or _CODES.get(status, "error")
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}  # sent with the answer (a 429's Retry-After)
 
 
 def error_response(err: ApiError) -> ResponseReturnValue:
@@ -57,7 +59,8 @@ def init_app(app: Flask | Blueprint) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError) -> ResponseReturnValue:
-        return error_response(err)
+        body, status = error_response(err)  # type: ignore[misc]
+        return body, status, err.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> ResponseReturnValue:
@@ -65,7 +68,10 @@ def init_app(app: Flask | Blueprint) -> None:
         message = err.description or err.name
         if status == 413:
             message = "the request body is larger than MAX_BODY_BYTES"
-        body, code = error_response(ApiError(status, message))
+        error = ApiError(status, message)
+        if isinstance(err, SecurityError):  # a Host header outside TRUSTED_HOSTS
+            error = ApiError(400, "this server does not answer for that Host", "untrusted_host")
+        body, code = error_response(error)
         # A 405 must say what is allowed (RFC 9110): keep the exception's Allow header.
         allow = [(k, v) for k, v in err.get_headers() if k.lower() == "allow"]
         return body, code, allow

@@ -13,11 +13,13 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
 from orchestrator.config import Settings
+from orchestrator.text import UNSAFE_CHARACTERS
 
 from .state import orchestrator
 
-# Strings stored in text columns may hold no control characters (README, "choices").
-NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
+# Strings stored in text columns may hold no control characters, line separators or
+# bidirectional overrides (orchestrator/text.py, README "choices").
+NO_CONTROL = f"^[^{UNSAFE_CHARACTERS}]*$"
 JOB_STATUSES = ["pending", "processing", "completed", "failed", "cancelled"]
 NOTIFICATION_STATUSES = ["pending", "delivered", "failed"]
 ITEM_STATUSES = ["pending", "processing", "success", "error", "unknown"]

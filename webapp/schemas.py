@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +17,14 @@ from marshmallow import (
 )
 
 from orchestrator.models import ItemStatus
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+from orchestrator.text import has_unsafe_characters
 
 
 def no_control_characters(value: str) -> None:
-    if _CONTROL.search(value):
-        raise ValidationError("must not contain control characters")
+    if has_unsafe_characters(value):
+        raise ValidationError(
+            "must not contain control characters, line separators or bidirectional overrides"
+        )
 
 
 def _text(max_length: int | None = None, **kwargs: Any) -> fields.String:

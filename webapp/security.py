@@ -9,16 +9,23 @@ The last 10 % of such a limit is counted exactly as long as ``SYNC_EVERY`` times
 processes stays below it; smaller limits are counted exactly, request by request. They are
 configurable and generous by default:
 
-* ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs`` and
-  ``/api/dispatch``, ``/api/notifications`` — requests without a valid token share one bucket
-  per client address, so guessing tokens is throttled too;
-* ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): per client address on
-  ``/api/robot/…``.
+* ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs``,
+  ``/api/dispatch`` and ``/api/notifications`` — requests without a valid token share one
+  bucket per client address, so guessing tokens is throttled too;
+* ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): robot callbacks, counted only once
+  their signature is checked — per job for correctly signed ones, per client address for the
+  rest (one bucket of their own): a flood of unsigned requests never makes the robot's signed
+  callbacks answer 429.
 
 A limit is ``<count>/<second|minute|hour>`` or ``<count>/<seconds>``; ``off`` disables it.
 Past it the answer is 429 in the error envelope with ``Retry-After``. When Redis is down the
 limits are not enforced (fail open): a lost Redis must not turn a robot's callback, which the
 database alone can apply, into an error.
+
+Also here: the Host check (Flask's ``TRUSTED_HOSTS``: ``PUBLIC_URL``'s host and the loopback
+names; ``/healthz`` answers any Host, for probes by address) and, with ``TRUSTED_PROXY_HOPS``
+set, werkzeug's ``ProxyFix`` so that client addresses and the scheme come from that many
+proxies' ``X-Forwarded-For`` / ``X-Forwarded-Proto``.
 """
 
 from __future__ import annotations
@@ -31,9 +38,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, make_response, request
+from flask import Flask, Request, Response, current_app, make_response, request
 from redis.exceptions import RedisError
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from orchestrator.config import Settings
 
 from .auth import token_matches
 from .errors import ApiError, error_response
@@ -141,8 +152,34 @@ class WindowCounter:
             return count + self._pending.get(key, 0)
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+UNCHECKED_HOST_PATHS = ("/healthz",)  # answers no URL built from the Host: probes by address
+
+
+class EdgeRequest(Request):
+    """A request whose Host is checked against TRUSTED_HOSTS, except on the health probe."""
+
+    _trusted: list[str] | None = None
+
+    @property  # type: ignore[override]
+    def trusted_hosts(self) -> list[str] | None:
+        return None if self.path in UNCHECKED_HOST_PATHS else self._trusted
+
+    @trusted_hosts.setter
+    def trusted_hosts(self, value: list[str] | None) -> None:
+        self._trusted = value
+
+
 def init_app(app: Flask) -> None:
-    """Install the rate limits (before every request) and the secure headers (after)."""
+    """Install the Host check, ProxyFix, the rate limits (before every request) and the
+    secure headers (after)."""
+    settings = orchestrator_settings(app)
+    host = urlsplit(settings.public_url).hostname
+    app.config["TRUSTED_HOSTS"] = [h for h in (host, *LOOPBACK_HOSTS) if h]
+    app.request_class = EdgeRequest
+    if settings.trusted_proxy_hops:
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     limits = {
         "api": configured_limit(app, "RATE_LIMIT_API", DEFAULT_API_LIMIT),
         "callbacks": configured_limit(app, "RATE_LIMIT_CALLBACKS", DEFAULT_CALLBACK_LIMIT),
@@ -157,6 +194,10 @@ def init_app(app: Flask) -> None:
 API_ROUTES = ("/api/jobs", "/api/dispatch", "/api/notifications")
 
 
+def orchestrator_settings(app: Flask) -> Settings:
+    return app.extensions["orchestrator"].settings
+
+
 def _scope() -> tuple[str, str] | None:
     """Return (limit name, bucket) of this request, or None when no limit applies."""
     path = request.path
@@ -167,40 +208,51 @@ def _scope() -> tuple[str, str] | None:
         if scheme.lower() == "bearer" and token and token_matches(token, accepted):
             return "api", "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
         return "api", f"addr:{request.remote_addr or 'unknown'}"
-    if path.startswith("/api/robot/"):
-        return "callbacks", f"addr:{request.remote_addr or 'unknown'}"
-    return None
+    return None  # the callbacks count themselves, once their signature is checked
+
+
+def check_limit(name: str, bucket: str) -> None:
+    """Count one request against a limit's bucket; raise a 429 ApiError past the limit."""
+    limits = current_app.extensions.get("rate_limits")  # absent in a host app (library use)
+    limit: Limit | None = limits[name] if limits else None
+    if limit is None:
+        return
+    now = time.time()
+    window_start = int(now // limit.window) * limit.window
+    key = f"orchestrator:ratelimit:{name}:{bucket}:{window_start}"
+    count = current_app.extensions["rate_counter"].hit(key, limit, now)
+    if count is None or count <= limit.count:
+        return
+    retry_after = max(1, math.ceil(window_start + limit.window - now))
+    raise ApiError(
+        429,
+        f"too many requests: at most {limit.count} per {limit.window} s; "
+        f"retry after {retry_after} s",
+        details={"retryAfter": retry_after},
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def check_callback_limit(job_id: str, signed: bool) -> None:
+    """Count a callback after its signature check: per job if signed, else per address."""
+    if signed:
+        check_limit("callbacks", f"job:{job_id}")
+    else:
+        check_limit("callbacks", f"unsigned:{request.remote_addr or 'unknown'}")
 
 
 def _enforce_limits() -> Response | None:
     scope = _scope()
     if scope is None:
         return None
-    name, bucket = scope
-    limit: Limit | None = current_app.extensions["rate_limits"][name]
-    if limit is None:
-        return None
-    now = time.time()
-    window_start = int(now // limit.window) * limit.window
-    key = f"orchestrator:ratelimit:{name}:{bucket}:{window_start}"
-    count = current_app.extensions["rate_counter"].hit(key, limit, now)
-    if count is None:
-        return None
-    if count <= limit.count:
-        return None
-    retry_after = max(1, math.ceil(window_start + limit.window - now))
-    response = make_response(
-        error_response(
-            ApiError(
-                429,
-                f"too many requests: at most {limit.count} per {limit.window} s; "
-                f"retry after {retry_after} s",
-                details={"retryAfter": retry_after},
-            )
-        )
-    )
-    response.headers["Retry-After"] = str(retry_after)
-    return response
+    try:
+        check_limit(*scope)
+    except ApiError as exc:
+        body, status = error_response(exc)  # type: ignore[misc]
+        response = make_response(body, status)
+        response.headers.update(exc.headers)
+        return response
+    return None
 
 
 def _secure_headers(response: Response) -> Response:
@@ -209,8 +261,11 @@ def _secure_headers(response: Response) -> Response:
     forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     if request.is_secure or forwarded == "https":
         wanted.append(("Strict-Transport-Security", HSTS))
-    if request.path.startswith("/api/"):
-        wanted.append(("Cache-Control", "no-store"))
+    path = request.path
+    if path.startswith("/api/") or (
+        path.startswith("/dashboard") and not path.startswith("/dashboard/static/")
+    ):
+        wanted.append(("Cache-Control", "no-store"))  # job data stays out of every cache
     present = {name.lower() for name, _value in response.headers.items()}
     response.headers.extend(
         [(name, value) for name, value in wanted if name.lower() not in present]

@@ -537,8 +537,10 @@ def test_a_wrong_method_is_405_with_allow(
 
 # --- unicode and control characters in every string field ---
 
-CONTROL = ["\x00", "\x01", "\x1b[31m", "\x7f", "line\nbreak", "tab\there"]
-UNICODE = ["ñandú", "😀📦", "\u202eevil", "zero\u200bwidth", "\u2028sep", "\ufeffbom", "日本語"]
+# Refused in stored text: C0 and C1 controls, line separators, bidirectional overrides.
+CONTROL = ["\x00", "\x01", "\x1b[31m", "\x7f", "line\nbreak", "tab\there", "\x85c1", "\u202eevil"]
+CONTROL += ["\u2028sep", "\u2066isolate"]
+UNICODE = ["ñandú", "😀📦", "zero\u200bwidth", "\ufeffbom", "日本語"]
 
 
 @pytest.mark.parametrize("value", CONTROL + UNICODE)

@@ -8,13 +8,12 @@ orchestrator state). Configuration: ``DASHBOARD_USER`` (default ``operator``) an
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 from flask import Flask, redirect, url_for
 from flask.typing import ResponseReturnValue
 
 from ..state import Orchestrator
-from .login import DashboardSessions, session_key
+from .login import SESSION_LIFETIME, DashboardSessions, session_key
 from .views import bp
 
 __all__ = ["DashboardSessions", "bp", "init_app"]
@@ -28,9 +27,14 @@ def init_app(app: Flask) -> None:
         app.secret_key = session_key(settings.robot_callback_secret)
     app.config.setdefault("DASHBOARD_USER", os.environ.get("DASHBOARD_USER") or "operator")
     app.config.setdefault("DASHBOARD_PASSWORD", os.environ.get("DASHBOARD_PASSWORD") or None)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_SECURE", settings.public_url.startswith("https://"))
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=12))
+    # Set, not setdefault: Flask's defaults already hold these keys.
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        SESSION_REFRESH_EACH_REQUEST=False,  # the live refresh must not re-send the cookie
+    )
     app.register_blueprint(bp)
     if not any(rule.rule == "/" for rule in app.url_map.iter_rules()):
         app.add_url_rule("/", "dashboard_home", _home)

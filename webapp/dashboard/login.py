@@ -1,27 +1,59 @@
-"""Who may see the dashboard, and the CSRF token on each of its forms.
+"""Who may see the dashboard, for how long, and the CSRF token on each of its forms.
 
 A person signs in with one of API_TOKENS, or with DASHBOARD_USER / DASHBOARD_PASSWORD when that
 password is configured; nobody gets in otherwise. The signed session cookie holds an HMAC of
 the credential (never the credential), checked again on every request: removing a token from
-API_TOKENS ends the sessions opened with it.
+API_TOKENS ends the sessions opened with it. It also holds a random session id whose record in
+Redis lives ``SESSION_LIFETIME`` from the sign-in and never longer: signing out deletes it, so
+a copy of the cookie kept from before is refused, and no request (the pages' live refresh
+included) extends it.
+
+Failed sign-ins are counted per client address and user (any name but DASHBOARD_USER counts as
+the API-token login): after ``FREE_FAILURES`` of them that pair waits 1 s, then 2 s, 4 s, ... up
+to ``MAX_WAIT_SECONDS`` between attempts. Another address, or another user, is never held up
+by them (behind a proxy, set TRUSTED_PROXY_HOPS so that addresses are the clients' own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
+import math
 import secrets
+import time
+from datetime import UTC, datetime, timedelta
 
-from flask import Flask, Request, abort, current_app, request, session
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, Request, abort, current_app, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from redis.exceptions import RedisError
 
 from ..auth import token_matches
 from ..state import orchestrator
 
+log = logging.getLogger(__name__)
+
+SESSION_LIFETIME = timedelta(hours=12)
+FREE_FAILURES = 5
+MAX_WAIT_SECONDS = 300
+FAILURES_KEPT_SECONDS = 900  # a quarter of an hour without a failure forgets them
+
 _USER = "user"
 _CREDENTIAL = "credential"
 _CSRF = "csrf"
+_SID = "sid"
+_ISSUED = "issued"
+_SESSIONS = "orchestrator:dashboard-session:"
+_FAILURES = "orchestrator:dashboard-login-failures:"
+
+
+class SessionStoreUnavailable(Exception):
+    """Redis, which holds the sessions' records, did not answer."""
+
+
+def _now() -> float:
+    return time.time()
 
 
 class DashboardSessions(SecureCookieSessionInterface):
@@ -37,6 +69,13 @@ class DashboardSessions(SecureCookieSessionInterface):
         if request.path.startswith("/api/"):
             return None
         return super().open_session(app, request)
+
+    def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
+        """End the cookie when its session ends: the sign-in plus the lifetime, not later."""
+        issued = session.get(_ISSUED)
+        if session.permanent and isinstance(issued, int):
+            return datetime.fromtimestamp(issued, UTC) + SESSION_LIFETIME
+        return super().get_expiration_time(app, session)
 
 
 def session_key(callback_secret: str) -> str:
@@ -74,56 +113,113 @@ def check_login(user: str, password: str) -> tuple[str, str] | None:
     return None
 
 
-FAILED_LOGINS_PER_MINUTE = 20
+def _failure_key(user: str) -> str:
+    """The (address, user) pair a sign-in attempt counts against."""
+    configured = str(current_app.config.get("DASHBOARD_USER") or "")
+    who = user if configured and hmac.compare_digest(user.encode(), configured.encode()) else ""
+    pair = f"{request.remote_addr or 'unknown'}\0{who}".encode()
+    return _FAILURES + hashlib.sha256(pair).hexdigest()[:32]
 
 
-def too_many_failures() -> bool:
-    """Tell whether this address failed to sign in too often in the last minute.
+def seconds_to_wait(user: str) -> int:
+    """Return how long this address must wait before trying this user again (0: now).
 
-    Counted in Redis, shared by every web process; with Redis down the check is skipped
-    (the login still needs a valid credential).
+    With Redis down the check is skipped (the sign-in still needs a valid credential).
     """
-    key = f"orchestrator:dashboard-login-failures:{request.remote_addr or 'unknown'}"
     try:
-        count = orchestrator().rendezvous.redis.get(key)
+        left_ms = int(orchestrator().rendezvous.redis.pttl(_failure_key(user) + ":wait"))
     except RedisError:
-        return False
-    return count is not None and int(count) >= FAILED_LOGINS_PER_MINUTE
+        return 0
+    return math.ceil(left_ms / 1000) if left_ms > 0 else 0  # -2: no wait, -1: cannot be
 
 
-def count_failure() -> None:
-    key = f"orchestrator:dashboard-login-failures:{request.remote_addr or 'unknown'}"
+def count_failure(user: str) -> None:
+    """Count a failed sign-in; past FREE_FAILURES, make the pair wait twice as long as before."""
+    key = _failure_key(user)
     try:
-        pipe = orchestrator().rendezvous.redis.pipeline()
+        redis = orchestrator().rendezvous.redis
+        pipe = redis.pipeline()
         pipe.incr(key)
-        pipe.expire(key, 60)  # a minute without failures clears it
-        pipe.execute()
+        pipe.expire(key, FAILURES_KEPT_SECONDS)
+        failures = int(pipe.execute()[0])
+        if failures >= FREE_FAILURES:
+            wait = min(2 ** (failures - FREE_FAILURES), MAX_WAIT_SECONDS)
+            redis.set(key + ":wait", failures, ex=wait)
     except RedisError:
         pass
 
 
+def forget_failures(user: str) -> None:
+    key = _failure_key(user)
+    with contextlib.suppress(RedisError):
+        orchestrator().rendezvous.redis.delete(key, key + ":wait")
+
+
+def _session_record(sid: str) -> str:
+    return _SESSIONS + hashlib.sha256(sid.encode()).hexdigest()
+
+
 def sign_in(who: str, credential: str) -> None:
-    """Start a fresh session (a new CSRF token too) for a person who logged in."""
+    """Start a fresh session (a new id and CSRF token) for a person who logged in.
+
+    Raises SessionStoreUnavailable when Redis cannot record it.
+    """
+    sid = secrets.token_urlsafe(32)
+    issued = int(_now())
+    try:
+        orchestrator().rendezvous.redis.set(
+            _session_record(sid), who, ex=int(SESSION_LIFETIME.total_seconds())
+        )
+    except RedisError as exc:
+        raise SessionStoreUnavailable from exc
     session.clear()
     session.permanent = True
     session[_USER] = who
     session[_CREDENTIAL] = _mark(credential)
     session[_CSRF] = secrets.token_urlsafe(32)
+    session[_SID] = sid
+    session[_ISSUED] = issued
+    g.dashboard_user = who
 
 
 def sign_out() -> None:
+    """End the session here and in Redis: a copy of its cookie no longer signs in."""
+    sid = session.get(_SID)
+    if isinstance(sid, str):
+        try:
+            orchestrator().rendezvous.redis.delete(_session_record(sid))
+        except RedisError:
+            log.warning("sign-out: Redis unavailable; the session record expires by itself")
     session.clear()
+    g.dashboard_user = None
 
 
 def signed_in_user() -> str | None:
-    """Return who is signed in, if their credential is still accepted."""
+    """Return who is signed in: a live session record, an accepted credential, within 12 h."""
+    if "dashboard_user" not in g:
+        g.dashboard_user = _check_session()
+    return g.dashboard_user
+
+
+def _check_session() -> str | None:
     who, mark = session.get(_USER), session.get(_CREDENTIAL)
-    if not who or not isinstance(mark, str):
+    sid, issued = session.get(_SID), session.get(_ISSUED)
+    if not who or not isinstance(mark, str) or not isinstance(sid, str):
+        return None
+    if not isinstance(issued, int) or not 0 <= _now() - issued < SESSION_LIFETIME.total_seconds():
         return None
     found = False
     for credential in _credentials():
         found |= hmac.compare_digest(mark, _mark(credential))
-    return who if found else None
+    if not found:
+        return None
+    try:
+        alive = orchestrator().rendezvous.redis.exists(_session_record(sid))
+    except RedisError:
+        # A session that was signed out must not come back while Redis is away.
+        log.warning("dashboard: Redis unavailable, sessions cannot be checked")
+        return None
+    return str(who) if alive else None
 
 
 def csrf_token() -> str:

@@ -39,6 +39,7 @@ from orchestrator.submission import (
     resubmit_job,
     submit_job,
 )
+from orchestrator.text import has_unsafe_characters
 
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
@@ -135,9 +136,17 @@ def _unexpected(err: Exception) -> ResponseReturnValue:
 
 
 def _safe_next(target: str | None) -> str:
+    """Return ``target`` if it is a page of the dashboard, else the job list."""
     parts = urlsplit(target or "")
-    if not parts.scheme and not parts.netloc and parts.path.startswith("/dashboard"):
-        return target or url_for("dashboard.index")
+    if (
+        target
+        and not has_unsafe_characters(target)  # a CR or LF would split the Location header
+        and "\\" not in target
+        and not parts.scheme
+        and not parts.netloc
+        and parts.path.startswith("/dashboard")
+    ):
+        return target
     return url_for("dashboard.index")
 
 
@@ -146,16 +155,27 @@ def login_view() -> ResponseReturnValue:
     error = None
     status = 200
     if request.method == "POST":
-        if login.too_many_failures():
-            abort(429, "too many failed sign-ins from this address; wait a minute")
-        found = login.check_login(
-            request.form.get("user", "").strip(), request.form.get("password", "")
-        )
+        user = request.form.get("user", "").strip()
+        wait = login.seconds_to_wait(user)
+        if wait:
+            page, _ = _login_page(
+                f"Too many failed sign-ins from this address; try again in {wait} s.", 429
+            )
+            return page, 429, {"Retry-After": str(wait)}
+        found = login.check_login(user, request.form.get("password", ""))
         if found is not None:
-            login.sign_in(*found)
+            try:
+                login.sign_in(*found)
+            except login.SessionStoreUnavailable:
+                return _login_page("Signing in needs Redis, which does not answer; retry.", 503)
+            login.forget_failures(user)
             return redirect(_safe_next(request.args.get("next")), 303)
-        login.count_failure()
+        login.count_failure(user)
         error, status = "Wrong token, or wrong user and password.", 401
+    return _login_page(error, status)
+
+
+def _login_page(error: str | None, status: int) -> tuple[str, int]:
     password_login = bool(current_app.config.get("DASHBOARD_PASSWORD"))
     page = render_template("dashboard/login.html", error=error, password_login=password_login)
     return page, status

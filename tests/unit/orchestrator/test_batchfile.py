@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from orchestrator.batchfile import api_errors, parse_batch
@@ -113,3 +115,30 @@ def test_api_errors_point_at_the_lines():
     assert api_errors(batch, {"orders": ["must contain 1 to 5 orders"]}) == [
         "orders: must contain 1 to 5 orders"
     ]
+
+
+DEEP = 50_000
+
+
+def test_json_nested_too_deeply_is_a_problem_not_a_crash():
+    batch = parse_batch("[" * DEEP + "]" * DEEP)
+    assert [str(e) for e in batch.errors] == ["the JSON is nested too deeply to read"]
+    deep_order = '{"orders": [{"orderId": "A", "pedidoInput": ' + '{"a": ' * DEEP + "1" + "}" * DEEP
+    assert [str(e) for e in parse_batch(deep_order + "}]}").errors] == [
+        "the JSON is nested too deeply to read"
+    ]
+
+
+def test_a_csv_cell_nested_too_deeply_names_its_line():
+    cell = '"' + "[" * DEEP + "]" * DEEP + '"'
+    batch = parse_batch(f"orderId,pedidoInput\nA,{{}}\nB,{cell}\n", "deep.csv")
+    assert [str(e) for e in batch.errors] == ["line 3: pedidoInput is nested too deeply to read"]
+
+
+@pytest.mark.parametrize(
+    "character", ["\x85", "\x9b", "\u2028", "\u2029", "\u202a", "\u202e", "\u2066", "\u2069"]
+)
+def test_order_ids_with_c1_controls_separators_or_bidi_overrides_are_refused(character):
+    batch = parse_batch(json.dumps([{"orderId": f"ORD{character}1", "pedidoInput": {}}]))
+    assert len(batch.errors) == 1
+    assert "control character, line separator or bidirectional override" in str(batch.errors[0])

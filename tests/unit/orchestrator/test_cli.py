@@ -510,3 +510,17 @@ def test_queue_says_when_dispatching_paused_itself(cli, app, sqlite_url):
     assert lines[0] == "dispatching: paused by itself after 3 failed dispatches in a row"
     assert "HTTP 503 from the robot" in lines[1]
     assert lines[2] == "  until:  resumed by hand (orchestrator resume)"
+
+
+def test_credentials_in_the_url_never_reach_the_message():
+    port = free_port()
+    result = CliRunner().invoke(
+        main,
+        ["list", "--url", f"http://user:s3cretpw@127.0.0.1:{port}", "--token", "t"],
+        env={},
+    )
+    assert result.exit_code == 1
+    assert "s3cretpw" not in result.output
+    assert result.stderr.strip() == (
+        f"error: cannot reach the orchestrator at http://***@127.0.0.1:{port} (connection refused)"
+    )

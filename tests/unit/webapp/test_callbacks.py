@@ -604,3 +604,17 @@ def test_row5_heartbeat_data_must_be_an_object(robot, data):
     answer = robot.post({"type": "robot.heartbeat", "data": data})
     assert answer.status_code == 422
     assert robot.events() == []
+
+
+@pytest.mark.parametrize("character", ["\u202e", "\u2066", "\u2028", "\x9b"])
+def test_tracking_numbers_and_errors_that_could_spoof_the_screen_are_422(robot, character):
+    before = robot.snapshot()
+    answer = robot.post(success(robot.item_ids[0], tracking=f"CO{character}321"))
+    assert answer.status_code == 422
+    assert "trackingNumber" in answer.get_json()["error"]["details"]
+    failed = {
+        "type": "robot.item.completed",
+        "data": {"itemId": robot.item_ids[1], "status": "error", "error": f"no{character}"},
+    }
+    assert robot.post(failed).status_code == 422
+    assert robot.snapshot() == before

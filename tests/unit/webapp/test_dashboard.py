@@ -8,19 +8,31 @@ import json
 import re
 import zlib
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import flask
 import pytest
+import redis
 from sqlalchemy import select
 
 from orchestrator import lifecycle
 from orchestrator.db import session_scope
 from orchestrator.models import Item, Job
 from orchestrator.robot_events import apply_event
+from webapp.dashboard import login
 from webapp.dashboard.login import session_key
 
-from ..conftest import API_TOKEN
+from ..conftest import API_TOKEN, unit_app
+
+
+def unit_app_with(make_settings, database_url: str, **overrides: Any):
+    def settings(**base: Any) -> Any:
+        return make_settings(**{**base, **overrides})
+
+    return unit_app(settings, database_url)
+
 
 PASSWORD = "correct horse battery staple"
 
@@ -426,14 +438,122 @@ def test_the_api_keeps_its_json_errors(client):
     assert answer.status_code == 401 and answer.is_json
 
 
-def test_repeated_failed_sign_ins_are_throttled(client, fake_redis):
-    for _ in range(20):
+def from_address(client, address: str) -> Any:
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_failed_sign_ins_back_off_per_address_and_user(client, fake_redis):
+    attacker = from_address(client, "198.51.100.7")
+    for _ in range(login.FREE_FAILURES):
+        assert sign_in(attacker, "guess").status_code == 401
+    waits = []
+    for _ in range(4):
+        refused = sign_in(attacker, API_TOKEN)  # even the right token waits its turn here
+        assert refused.status_code == 429
+        assert "Too many failed sign-ins" in refused.get_data(as_text=True)
+        waits.append(int(refused.headers["Retry-After"]))
+        wait_keys = fake_redis.keys(login._FAILURES + "*:wait")
+        fake_redis.delete(*wait_keys)  # the wait is over
+        assert sign_in(attacker, "guess").status_code == 401
+    assert waits == [1, 2, 4, 8]  # each failure past the free ones doubles the wait
+    assert fake_redis.ttl(fake_redis.keys(login._FAILURES + "*:wait")[0]) == 16
+
+
+def test_a_flood_of_failed_sign_ins_never_refuses_someone_elses_correct_login(client, app):
+    app.config["DASHBOARD_PASSWORD"] = PASSWORD
+    attacker = from_address(client, "198.51.100.7")
+    for n in range(60):  # guessing tokens under ever new user names changes nothing
+        sign_in(attacker, f"guess-{n}", user=f"name-{n}")
+    assert sign_in(attacker, "guess").status_code == 429
+    # The operator's password from the same address: another user, another count.
+    assert sign_in(attacker, PASSWORD, user="operator").status_code == 303
+    # Anyone's token from another address.
+    other = app.test_client()
+    assert sign_in(from_address(other, "203.0.113.5"), API_TOKEN).status_code == 303
+
+
+def test_a_successful_sign_in_forgets_the_failures(client, fake_redis):
+    for _ in range(login.FREE_FAILURES - 1):
         assert sign_in(client, "guess").status_code == 401
-    answer = sign_in(client, API_TOKEN)
-    assert answer.status_code == 429
-    assert "too many failed sign-ins" in answer.get_data(as_text=True)
-    fake_redis.flushall()
     assert sign_in(client, API_TOKEN).status_code == 303
+    assert fake_redis.keys(login._FAILURES + "*") == []
+
+
+# --- the session cookie and its record ---
+
+
+def set_cookie(answer) -> str:
+    cookies = [v for k, v in answer.headers.items() if k == "Set-Cookie"]
+    assert len(cookies) == 1, cookies
+    return cookies[0]
+
+
+def test_the_session_cookie_is_httponly_samesite_and_lasts_12_hours(client):
+    before = datetime.now(UTC)
+    cookie = set_cookie(sign_in(client))
+    attributes = [part.strip() for part in cookie.split(";")]
+    assert "HttpOnly" in attributes
+    assert "SameSite=Lax" in attributes
+    assert "Path=/" in attributes
+    assert "Secure" not in attributes  # PUBLIC_URL is plain http here
+    expires = parsedate_to_datetime(cookie.split("Expires=")[1].split(";")[0])
+    assert timedelta(hours=12) - timedelta(minutes=1) <= expires - before <= timedelta(hours=12)
+
+
+def test_the_session_cookie_is_secure_on_an_https_public_url(
+    sqlite_url, make_settings, fake_redis, started
+):
+    app = unit_app_with(make_settings, sqlite_url, public_url="https://orchestrator.example")
+    client = app.test_client()
+    cookie = set_cookie(sign_in(client, API_TOKEN))
+    assert "Secure" in [part.strip() for part in cookie.split(";")]
+
+
+def test_the_live_refresh_does_not_extend_the_session(signed_in, monkeypatch):
+    signed_in_at = login._now()
+    for hours in (1, 6, 11.9):
+        monkeypatch.setattr(login, "_now", lambda h=hours: signed_in_at + h * 3600)
+        answer = signed_in.get("/dashboard/live/jobs")
+        assert answer.status_code == 200
+        assert "Set-Cookie" not in answer.headers
+    monkeypatch.setattr(login, "_now", lambda: signed_in_at + 12 * 3600 + 1)
+    assert signed_in.get("/dashboard/live/jobs").status_code == 401
+    assert signed_in.get("/dashboard/").status_code == 302
+
+
+def test_the_session_record_in_redis_expires_12_hours_after_sign_in(signed_in, fake_redis):
+    (record,) = fake_redis.keys(login._SESSIONS + "*")
+    assert 12 * 3600 - 5 <= fake_redis.ttl(record) <= 12 * 3600
+    fake_redis.expire(record, 100)
+    assert signed_in.get("/dashboard/live/jobs").status_code == 200
+    assert fake_redis.ttl(record) <= 100  # a request never extends it
+    fake_redis.delete(record)  # what its expiry does
+    assert signed_in.get("/dashboard/").status_code == 302
+
+
+def test_a_cookie_replayed_after_sign_out_is_refused(signed_in, app, fake_redis):
+    kept = signed_in.get_cookie("session").value
+    html = signed_in.get("/dashboard/").get_data(as_text=True)
+    assert signed_in.post("/dashboard/logout", data={"csrf_token": csrf_of(html)}).status_code
+    assert fake_redis.keys(login._SESSIONS + "*") == []
+    thief = app.test_client()
+    thief.set_cookie("session", kept)
+    answer = thief.get("/dashboard/")
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith("/dashboard/login")
+
+
+def test_without_redis_no_session_is_accepted_or_opened(signed_in, fake_redis, monkeypatch):
+    def down(*_, **__):
+        raise redis.ConnectionError("Redis is gone")
+
+    monkeypatch.setattr(fake_redis, "exists", down)
+    monkeypatch.setattr(fake_redis, "set", down)
+    assert signed_in.get("/dashboard/").status_code == 302
+    answer = sign_in(signed_in)
+    assert answer.status_code == 503
+    assert "needs Redis" in answer.get_data(as_text=True)
 
 
 def test_requests_under_api_never_open_or_set_the_session_cookie(signed_in, app):
@@ -656,3 +776,32 @@ def test_the_banner_says_when_dispatching_paused_itself_after_failures(signed_in
         " in a row; the last: connection refused."
     ), text
     assert "It stays paused until someone resumes it." in text
+
+
+# --- hostile input that used to answer 500 ---
+
+
+def test_a_next_with_control_characters_leads_to_the_job_list(client):
+    for target in ("/dashboard%0d%0aX-Injected:%201", "/dashboard\\x", "/dashboard%E2%80%AE"):
+        token = csrf_of(client.get("/dashboard/login").get_data(as_text=True))
+        answer = client.post(
+            f"/dashboard/login?next={target}", data={"csrf_token": token, "password": API_TOKEN}
+        )
+        assert answer.status_code == 303, target
+        assert answer.headers["Location"] == "/dashboard/"
+        assert "X-Injected" not in answer.headers
+
+
+def test_a_paste_nested_too_deeply_is_a_problem_not_a_500(signed_in, sqlite_url):
+    deep = 25_000  # within the unit app's MAX_BODY_BYTES
+    text = '{"orders": [{"orderId": "A", "pedidoInput": {"a": ' + "[" * deep + "]" * deep
+    answer = post_batch(signed_in, text + "}}]}")
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == ["the JSON is nested too deeply to read"]
+    cell = '"' + "[" * deep + "]" * deep + '"'
+    answer = post_batch(signed_in, file=(f"orderId,pedidoInput\nA,{cell}\n".encode(), "deep.csv"))
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "line 2: pedidoInput is nested too deeply to read"
+    ]
+    assert job_rows(sqlite_url) == []

@@ -16,6 +16,7 @@ from orchestrator import lifecycle, rendezvous, submission
 from orchestrator.db import session_scope
 from orchestrator.models import Item, Job
 from webapp import create_app
+from webapp.schemas import SubmitSchema
 
 from ..conftest import API_TOKEN
 
@@ -631,3 +632,33 @@ def test_healthz_is_503_when_the_database_is_unreachable(make_settings, fake_red
     assert body["checks"]["redis"] == "ok"
     assert body["checks"]["database"] != "ok" and "database" in body["checks"]["database"]
     _assert_no_secret(response, settings)
+
+
+def test_submit_checks_the_batch_size_before_validating_every_order(
+    client, auth, app, started, monkeypatch
+):
+    limit = settings_of(app).max_batch_size
+    loads: list[int] = []
+    real = SubmitSchema.load
+    monkeypatch.setattr(
+        SubmitSchema, "load", lambda self, data, **kw: loads.append(1) or real(self, data, **kw)
+    )
+    orders = [order(n) for n in range(limit + 1)]
+    orders[3]["orderId"] = ""  # a bad order too: the size is what the answer names
+    details = assert_error(submit(client, auth, orders), 422)
+    assert details == {"orders": [f"must contain 1 to {limit} orders"]}
+    assert loads == []  # no order was validated
+
+
+@pytest.mark.parametrize(
+    "character",
+    ["\x85", "\x9f", "\u2028", "\u2029", "\u202a", "\u202d", "\u202e", "\u2066", "\u2069"],
+)
+def test_order_ids_with_c1_controls_separators_or_bidi_overrides_are_422(
+    client, auth, started, character
+):
+    details = assert_error(submit(client, auth, [order(f"1{character}0")]), 422)
+    assert "bidirectional overrides" in json.dumps(details)
+    assert started.job_ids == []
+    # Elsewhere in unicode, anything goes: accents, emoji, a zero-width space.
+    assert submit(client, auth, [order("ñandú-😀-\u200b")]).status_code == 202

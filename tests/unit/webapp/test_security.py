@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 import redis
+from standardwebhooks import Webhook
 
+from orchestrator.config import ConfigError, load_settings
+from orchestrator.signing import job_callback_secret
 from webapp import create_app, security
 from webapp.security import Limit, parse_limit
 
@@ -55,10 +61,116 @@ def test_api_limit_is_per_token_and_answers_429_in_the_envelope(limited_app) -> 
     assert client.get("/api/jobs", headers={"Authorization": "Bearer b"}).status_code == 200
 
 
-def test_callback_limit_comes_before_the_signature(limited_app) -> None:
+def _signed(app, job_id: str, body: str) -> dict[str, str]:
+    secret = job_callback_secret(
+        app.extensions["orchestrator"].settings.robot_callback_secret, job_id
+    )
+    msg_id, now = f"msg_{uuid.uuid4().hex}", datetime.now(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+        "Content-Type": "application/json",
+    }
+
+
+def _job(client) -> dict:
+    answer = client.post(
+        "/api/jobs",
+        json={"orders": [{"orderId": "A", "pedidoInput": {}}]},
+        headers={"Authorization": "Bearer b"},
+    )
+    assert answer.status_code == 202, answer.text
+    return answer.get_json()
+
+
+def test_bad_signatures_have_their_own_bucket_and_signed_callbacks_go_on(limited_app) -> None:
     client = limited_app.test_client()
-    codes = [client.post("/api/robot/jobs/x/events", data=b"{}").status_code for _ in range(3)]
-    assert codes == [401, 401, 429]
+    job = _job(client)
+    unsigned = [
+        client.post(f"/api/robot/jobs/{job['id']}/events", data=b"{}").status_code for _ in range(3)
+    ]
+    assert unsigned == [401, 401, 429]
+    body = json.dumps({"type": "robot.item.started", "data": {"itemId": job["items"][0]["id"]}})
+    signed = client.post(
+        f"/api/robot/jobs/{job['id']}/events",
+        data=body,
+        headers=_signed(limited_app, job["id"], body),
+    )
+    assert signed.status_code == 200, signed.text
+
+
+def test_signed_callbacks_are_counted_per_job(limited_app) -> None:
+    client = limited_app.test_client()
+    first, second = _job(client), _job(client)
+
+    def send(job: dict) -> int:
+        body = json.dumps({"type": "robot.item.started", "data": {"itemId": job["items"][0]["id"]}})
+        return client.post(
+            f"/api/robot/jobs/{job['id']}/events",
+            data=body,
+            headers=_signed(limited_app, job["id"], body),
+        ).status_code
+
+    assert [send(first) for _ in range(3)] == [200, 200, 429]
+    assert send(second) == 200  # another job has its own allowance
+    refused = client.post(
+        f"/api/robot/jobs/{first['id']}/events",
+        data="{}",
+        headers=_signed(limited_app, first["id"], "{}"),
+    )
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.get_json()["error"]["code"] == "too_many_requests"
+
+
+@pytest.mark.parametrize("hops", [0, 1])
+def test_trusted_proxy_hops_take_the_client_address_from_x_forwarded_for(
+    monkeypatch, sqlite_url, make_settings, fake_redis, hops
+) -> None:
+    monkeypatch.setenv("RATE_LIMIT_API", "3/hour")
+    app = create_app(
+        make_settings(database_url=sqlite_url, redis_url=REDIS_URL, trusted_proxy_hops=hops)
+    )
+    client = app.test_client()
+
+    def guess(address: str) -> int:
+        headers = {"Authorization": "Bearer guess", "X-Forwarded-For": address}
+        return client.get("/api/jobs", headers=headers).status_code
+
+    assert [guess("198.51.100.7") for _ in range(4)] == [401, 401, 401, 429]
+    # Behind one trusted proxy, another client has its own bucket; without, it is ignored.
+    assert guess("203.0.113.5") == (401 if hops else 429)
+
+
+def test_trusted_proxy_hops_is_read_from_the_environment() -> None:
+    settings = load_settings({"APP_ENV": "development", "TRUSTED_PROXY_HOPS": "2"})
+    assert settings.trusted_proxy_hops == 2
+    assert load_settings({"APP_ENV": "development"}).trusted_proxy_hops == 0
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_HOPS"):
+        load_settings({"APP_ENV": "development", "TRUSTED_PROXY_HOPS": "-1"})
+
+
+def test_only_the_public_urls_host_is_answered(client) -> None:
+    evil = client.get("/dashboard", headers={"Host": "evil.example"})
+    assert evil.status_code == 400
+    assert evil.get_json()["error"]["code"] == "untrusted_host"
+    assert "Location" not in evil.headers
+    ours = client.get("/dashboard", headers={"Host": "127.0.0.1:5000"})  # PUBLIC_URL's host
+    assert ours.status_code == 308
+    assert ours.headers["Location"] in ("http://127.0.0.1:5000/dashboard/", "/dashboard/")
+    assert client.get("/api/jobs", headers={"Host": "evil.example"}).status_code == 400
+    # The health probe answers whatever Host a load balancer's probe sends.
+    assert client.get("/healthz", headers={"Host": "10.1.2.3:5000"}).status_code == 200
+
+
+def test_dashboard_pages_are_never_cached(client) -> None:
+    for path in ("/dashboard/login", "/dashboard/", "/dashboard/jobs/x"):
+        assert client.get(path).headers["Cache-Control"] == "no-store", path
+    static = client.get("/dashboard/static/dashboard.css")
+    assert static.status_code == 200
+    assert static.headers.get("Cache-Control") != "no-store"
+    static.close()
 
 
 def test_a_bad_limit_keeps_the_default(monkeypatch, sqlite_url, make_settings, fake_redis) -> None:
