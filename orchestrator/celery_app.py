@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 from celery.worker.consumer import Consumer
 from redis.exceptions import RedisError
 
+from . import housekeeping
 from .config import Settings, load_settings_or_exit
-from .db import dispose_all
+from .db import dispose_all, session_scope
 from .lifecycle import JobNotFound
 from .rendezvous import Rendezvous, get_redis
 from .tasks import INFRASTRUCTURE_ERRORS, close_job
@@ -26,7 +28,7 @@ def create_celery(settings: Settings) -> Celery:
     app.config_from_object("celeryconfig")
     app.conf.update(
         broker_url=settings.broker_url,
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        **broker_conf(settings),
         beat_schedule={
             "housekeeping": {
                 "task": "orchestrator.housekeeping",
@@ -38,6 +40,41 @@ def create_celery(settings: Settings) -> Celery:
     )
     app.steps["worker"].add(ReportListener)
     return app
+
+
+RABBITMQ_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def is_rabbitmq(broker_url: str) -> bool:
+    """Tell whether the broker URL names RabbitMQ (AMQP) rather than Redis."""
+    return urlsplit(broker_url).scheme in RABBITMQ_SCHEMES
+
+
+def broker_conf(settings: Settings) -> dict[str, Any]:
+    """Return the Celery settings that depend on the broker, chosen from its URL alone.
+
+    RabbitMQ: native delayed delivery, so that a waiting job's countdown lives in the broker's
+    ``celery_delayed_*`` queues instead of unacknowledged in a worker, where the server's
+    ``consumer_timeout`` would close the channel and stop the worker. It needs quorum queues,
+    a topic exchange (a direct one silently falls back to holding the ETA in the worker) and
+    publisher confirms; every process that sends tasks builds its app here, so the web app,
+    beat and the worker declare the queue alike. Redis: the visibility timeout that every
+    countdown stays well below (``wait_poll_max_seconds``), and the master's name when the
+    URL lists Sentinels.
+    """
+    if is_rabbitmq(settings.broker_url):
+        return {
+            "task_default_queue_type": "quorum",
+            "task_default_exchange_type": "topic",
+            "broker_native_delayed_delivery_queue_type": "quorum",
+            "worker_detect_quorum_queues": True,
+            "broker_transport_options": {"confirm_publish": True},
+        }
+    options: dict[str, Any] = {"visibility_timeout": settings.broker_visibility_timeout}
+    if settings.redis_sentinel_master and settings.broker_url.startswith("sentinel://"):
+        # kombu's sentinel transport: the URL lists the Sentinels, this names the master.
+        options["master_name"] = settings.redis_sentinel_master
+    return {"broker_transport_options": options}
 
 
 def celery_from_environment() -> Celery:
@@ -98,12 +135,15 @@ class ReportListener(bootsteps.StartStopStep):
 
     def _run(self, app: Celery) -> None:
         settings: Settings = app.conf["orchestrator_settings"]
-        client = get_redis(settings.redis_url)
+        client = get_redis(settings.redis_url, settings.redis_sentinel_master)
         rendezvous = Rendezvous(client)
         while not self._stop.is_set():
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(rendezvous.channel)
+                # Subscribed first, then look: a report recorded before now is in the
+                # database, one announced after reaches this subscription.
+                self._settle_missed(app, settings)
                 try:
                     while not self._stop.is_set():
                         message = pubsub.get_message(timeout=1.0)
@@ -116,6 +156,23 @@ class ReportListener(bootsteps.StartStopStep):
             except (RedisError, OSError) as exc:
                 log.warning("report listener lost Redis (%s); retrying", type(exc).__name__)
                 self._stop.wait(1.0)
+
+    def _settle_missed(self, app: Celery, settings: Settings) -> None:
+        """Settle the reported jobs whose announcement may have been lost while unsubscribed.
+
+        Pub/sub keeps nothing for a listener that is away (a Redis failover, a restart, a
+        worker that was not running): the database's recorded reports are the record.
+        """
+        try:
+            with session_scope(settings.database_url) as session:
+                due = housekeeping.jobs_to_settle(session)
+        except Exception as exc:  # housekeeping settles them in any case
+            log.warning("report listener: could not look for missed reports (%s)", exc)
+            return
+        if due:
+            log.info("report listener: settling %d jobs reported while it was away", len(due))
+        for job_id in due:
+            self._wake(app, settings, job_id)
 
     @staticmethod
     def _wake(app: Celery, settings: Settings, job_id: str) -> None:

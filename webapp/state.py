@@ -34,7 +34,7 @@ class Orchestrator:
 
     @property
     def rendezvous(self) -> Rendezvous:
-        return Rendezvous(get_redis(self.settings.redis_url))
+        return Rendezvous(get_redis(self.settings.redis_url, self.settings.redis_sentinel_master))
 
     def cancel_job(self, job_id: str) -> None:
         """Cancel a job (lifecycle.cancel), commit, then stop its poller early.
