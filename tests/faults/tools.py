@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import kombu
+import redis
 import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -379,3 +380,124 @@ class PrivateRabbitMQ:
             if len(parts) == 2 and parts[1].isdigit():
                 depths[parts[0]] = int(parts[1])
         return depths
+
+
+class SentinelGroup:
+    """A private Redis master, one replica and three Sentinels watching them, on free ports.
+
+    ``url`` is Celery's ``sentinel://…;…`` form for ``REDIS_URL`` with ``REDIS_SENTINEL_MASTER``
+    = ``master_name``. ``failover()`` asks a Sentinel to promote the replica; ``kill_master()``
+    SIGKILLs the master and leaves the Sentinels to notice. Both return once a new master is
+    named, with the moment it was (``time.monotonic()``).
+    """
+
+    master_name = "orchestrator"
+
+    def __init__(self, log_dir: Path, db: int = 0) -> None:
+        self.log_dir = log_dir
+        self.db = db
+        self.ports = {"a": free_port(), "b": free_port()}
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.servers: dict[str, Process] = {}
+        self.sentinels: list[Process] = []
+
+    @property
+    def url(self) -> str:
+        entries = [f"sentinel://127.0.0.1:{port}" for port in self.sentinel_ports]
+        entries[0] += f"/{self.db}"
+        return ";".join(entries)
+
+    def _server(self, name: str, replica_of: int | None = None) -> None:
+        command = (
+            f"redis-server --port {self.ports[name]} --bind 127.0.0.1 --save '' --appendonly no"
+        )
+        if replica_of is not None:
+            command += f" --replicaof 127.0.0.1 {replica_of}"
+        self.servers[name] = Process(f"redis-{name}", command, {"PATH": bin_path()}, self.log_dir)
+        wait_until(lambda: redis_answers(f"redis://127.0.0.1:{self.ports[name]}"), 15, name)
+
+    def start(self) -> SentinelGroup:
+        self._server("a")
+        self._server("b", replica_of=self.ports["a"])
+        replica = redis.Redis(port=self.ports["b"])
+        wait_until(
+            lambda: replica.info("replication").get("master_link_status") == "up", 15, "replica"
+        )
+        replica.close()
+        for n, port in enumerate(self.sentinel_ports):
+            conf = self.log_dir / f"sentinel-{n}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.ports['a']} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                f"sentinel failover-timeout {self.master_name} 10000\n"
+            )
+            self.sentinels.append(
+                Process(
+                    f"sentinel-{n}",
+                    f"redis-server {conf} --sentinel",
+                    {"PATH": bin_path()},
+                    self.log_dir,
+                )
+            )
+        wait_until(
+            lambda: all(self._knows_replica(p) for p in self.sentinel_ports), 30, "sentinels"
+        )
+        return self
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+
+    def _knows_replica(self, port: int) -> bool:
+        try:
+            client = self._sentinel(port)
+            replicas = client.sentinel_slaves(self.master_name)
+            others = client.sentinel_sentinels(self.master_name)
+            client.close()
+            return len(replicas) == 1 and len(others) == 2
+        except redis.RedisError:
+            return False
+
+    def master_port(self) -> int | None:
+        for port in self.sentinel_ports:
+            with contextlib.suppress(redis.RedisError):
+                client = self._sentinel(port)
+                address = client.sentinel_get_master_addr_by_name(self.master_name)
+                client.close()
+                if address:
+                    return int(address[1])
+        return None
+
+    def _promoted(self, old: int) -> float:
+        def new_master() -> bool:
+            port = self.master_port()
+            if port is None or port == old:
+                return False
+            client = redis.Redis(port=port, socket_timeout=2)
+            try:
+                return client.info("replication")["role"] == "master"
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+
+        wait_until(new_master, 60, "a new master", interval=0.05)
+        return time.monotonic()
+
+    def failover(self) -> float:
+        old = self.master_port()
+        assert old is not None
+        self._sentinel(self.sentinel_ports[0]).execute_command(
+            "SENTINEL", "FAILOVER", self.master_name
+        )
+        return self._promoted(old)
+
+    def kill_master(self) -> float:
+        old = self.master_port()
+        name = next(n for n, p in self.ports.items() if p == old)
+        self.servers[name].kill()
+        return self._promoted(old)
+
+    def stop(self) -> None:
+        for process in [*self.sentinels, *self.servers.values()]:
+            process.stop()
