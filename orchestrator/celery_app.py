@@ -117,6 +117,9 @@ class ReportListener(bootsteps.StartStopStep):
     listener per worker; a Redis key lets only one of them act on each announcement.
     """
 
+    # Start once the pool's processes are forked: none inherits this thread's state.
+    requires = ("celery.worker.components:Pool",)
+
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self._stop = threading.Event()
@@ -137,13 +140,19 @@ class ReportListener(bootsteps.StartStopStep):
         settings: Settings = app.conf["orchestrator_settings"]
         client = get_redis(settings.redis_url, settings.redis_sentinel_master)
         rendezvous = Rendezvous(client)
+        away = False
         while not self._stop.is_set():
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(rendezvous.channel)
-                # Subscribed first, then look: a report recorded before now is in the
-                # database, one announced after reaches this subscription.
-                self._settle_missed(app, settings)
+                if away:
+                    # Subscribed first, then look: a report recorded before now is in the
+                    # database, one announced after reaches this subscription. (Not at the
+                    # worker's start: housekeeping covers that, and the main process must
+                    # not import the database driver while the pool forks: a child would
+                    # inherit the module's import lock held and hang.)
+                    self._settle_missed(app, settings)
+                    away = False
                 try:
                     while not self._stop.is_set():
                         message = pubsub.get_message(timeout=1.0)
@@ -155,6 +164,7 @@ class ReportListener(bootsteps.StartStopStep):
                     pubsub.close()
             except (RedisError, OSError) as exc:
                 log.warning("report listener lost Redis (%s); retrying", type(exc).__name__)
+                away = True
                 self._stop.wait(1.0)
 
     def _settle_missed(self, app: Celery, settings: Settings) -> None:

@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 
+IDLE_IN_TRANSACTION_MS = 60_000
+
 _factories: dict[tuple[int, str], sessionmaker[Session]] = {}
 
 
@@ -20,8 +22,23 @@ def make_engine(url: str) -> Engine:
     """Create an engine; on SQLite enable WAL, a busy timeout and BEGIN IMMEDIATE."""
     if not url.startswith("sqlite"):
         # One pool per process; a connection the server dropped is replaced on checkout.
+        # A worker host cut off mid-transaction must not hold its row locks forever: the
+        # server ends a session idle inside a transaction (none is, across any I/O, here),
+        # and keepalives let either side notice a peer that is gone (CONTRACT §10).
         return create_engine(
-            url, pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=3600
+            url,
+            pool_size=5,
+            max_overflow=10,
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            connect_args={
+                "connect_timeout": 10,
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            },
         )
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 

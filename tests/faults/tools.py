@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,9 +41,11 @@ class TcpProxy:
     network cut) without touching the shared server.
     """
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", listen_host: str = "127.0.0.1"
+    ) -> None:
         self.target = (target_host, target_port)
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server = socket.create_server((listen_host, 0))
         self._server.settimeout(0.2)
         self.port = self._server.getsockname()[1]
         self._lock = threading.Lock()
@@ -125,7 +128,7 @@ class TcpProxy:
 class RestartableRedis:
     """A private redis-server that keeps nothing on disk, restartable on the same port."""
 
-    def __init__(self, log_dir: Path, password: str | None = None) -> None:
+    def __init__(self, log_dir: Path, password: str | None = None, host: str = "127.0.0.1") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
@@ -133,19 +136,23 @@ class RestartableRedis:
         self.log_dir = log_dir
         self.port = free_port()
         self.password = password
+        self.host = host
         self.process: Process | None = None
         self.generation = 0
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self) -> RestartableRedis:
         self.generation += 1
-        command = f"{self.binary} --port {self.port} --bind 127.0.0.1 --save '' --appendonly no" + (
-            f" --requirepass {self.password}" if self.password else ""
-        )
+        command = f"{self.binary} --port {self.port} --bind {self.host} --save '' --appendonly no"
+        if self.host != "127.0.0.1":
+            # Bound to a test network's private address only; protected mode would refuse it.
+            command += " --protected-mode no"
+        if self.password:
+            command += f" --requirepass {self.password}"
         self.process = Process(
             f"redis-{self.generation}", command, {"PATH": bin_path()}, self.log_dir
         )
@@ -501,3 +508,62 @@ class SentinelGroup:
     def stop(self) -> None:
         for process in [*self.sentinels, *self.servers.values()]:
             process.stop()
+
+
+class HostNetwork:
+    """Hosts as network namespaces on one bridge, in a private /24 made for this test only.
+
+    The bridge's own address (``gateway``, in the test's namespace) is where the shared
+    services are reached (a private Redis, a proxy to PostgreSQL, the simulator); each host
+    gets a namespace, a veth pair into the bridge and one address. ``cut(host)`` takes its
+    link down, as a pulled cable would: connections hang, nothing is refused. ``down()``
+    removes every namespace, link and the bridge, whatever state the test left.
+    """
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.bridge = f"ob{self.tag}"
+        used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+        third = next(n for n in range(1, 255) if f" 10.213.{n}." not in used)
+        self.prefix = f"10.213.{third}"
+        self.gateway = f"{self.prefix}.1"
+        self.hosts = list(hosts)
+        self.namespaces = {h: f"orch-{self.tag}-{h}" for h in self.hosts}
+        self.addresses = {h: f"{self.prefix}.{10 + n}" for n, h in enumerate(self.hosts)}
+        self._veth = {h: (f"vh{self.tag}{n}", f"vn{self.tag}{n}") for n, h in enumerate(self.hosts)}
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+
+    def up(self) -> HostNetwork:
+        self._ip("link", "add", self.bridge, "type", "bridge")
+        self._ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        self._ip("link", "set", self.bridge, "up")
+        for host in self.hosts:
+            ns, (outside, inside) = self.namespaces[host], self._veth[host]
+            self._ip("netns", "add", ns)
+            self._ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            self._ip("link", "set", inside, "netns", ns)
+            self._ip("link", "set", outside, "master", self.bridge)
+            self._ip("link", "set", outside, "up")
+            self._ip("-n", ns, "addr", "add", f"{self.addresses[host]}/24", "dev", inside)
+            self._ip("-n", ns, "link", "set", inside, "up")
+            self._ip("-n", ns, "link", "set", "lo", "up")
+        return self
+
+    def run_in(self, host: str, command: str) -> str:
+        """The command, run inside the host's namespace."""
+        return f"ip netns exec {self.namespaces[host]} {command}"
+
+    def cut(self, host: str) -> None:
+        self._ip("link", "set", self._veth[host][0], "down")
+
+    def restore(self, host: str) -> None:
+        self._ip("link", "set", self._veth[host][0], "up")
+
+    def down(self) -> None:
+        for host in self.hosts:
+            subprocess.run(["ip", "netns", "del", self.namespaces[host]], capture_output=True)
+            subprocess.run(["ip", "link", "del", self._veth[host][0]], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
