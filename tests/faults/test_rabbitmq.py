@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from orchestrator.local.rabbitmq import PrivateRabbitMQ
 from orchestrator.rendezvous import poller_key
 
 from .conftest import Rig, record, rig
-from .tools import PrivateRabbitMQ, Stopwatch, attempts, event_body, post_event, signed_headers
+from .tools import Stopwatch, attempts, event_body, post_event, signed_headers
 
 pytestmark = pytest.mark.faults
 

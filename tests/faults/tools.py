@@ -26,7 +26,6 @@ from sqlalchemy.pool import NullPool
 
 from orchestrator.config import normalize_database_url
 from orchestrator.local.processes import Process, bin_path, free_port, redis_answers, wait_until
-from orchestrator.local.rabbitmq import PrivateRabbitMQ  # noqa: F401 (the tests' import)
 from orchestrator.signing import job_callback_secret
 from tests.integration.harness import MASTER_SECRET
 
