@@ -301,8 +301,12 @@ class SentinelGroup:
         return ";".join(entries)
 
     def _server(self, name: str, replica_of: int | None = None) -> None:
+        # Its own folder: a full resync writes an RDB file there (never the repository's root).
+        folder = self.log_dir / f"redis-{name}"
+        folder.mkdir(exist_ok=True)
         command = (
-            f"redis-server --port {self.ports[name]} --bind 127.0.0.1 --save '' --appendonly no"
+            f"redis-server --port {self.ports[name]} --bind 127.0.0.1 --save '' "
+            f"--appendonly no --dir {folder}"
         )
         if replica_of is not None:
             command += f" --replicaof 127.0.0.1 {replica_of}"
