@@ -1,4 +1,7 @@
-"""Run the benchmarks: ``python -m bench [--quick] [--redis private|shared] [NAME ...]``.
+"""Run the benchmarks: ``python -m bench [--quick] [--redis MODE] [--broker BROKER] [NAME ...]``.
+
+``--broker rabbitmq`` runs every stack on a private RabbitMQ node (native delayed delivery,
+``consumer_timeout`` 60 s); Redis stays the rendezvous. Every JSON line names its broker.
 
 Names: wake, free, throughput, callbacks, long, notifications, handoff, ten (or the module
 names). No name runs them all, one after the other (the machine has two cores: they must not
@@ -14,6 +17,7 @@ import sys
 import time
 import traceback
 
+from . import common
 from .common import add_output, emit, note
 
 BENCHES = {
@@ -38,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         default="private",
         help="a private redis-server (default) or databases 5-8 of 127.0.0.1:6379",
     )
+    parser.add_argument(
+        "--broker",
+        choices=common.BROKERS,
+        default="redis",
+        help="the Celery broker: Redis (default) or a private RabbitMQ node per benchmark",
+    )
     parser.add_argument("--out", help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
     modules = []
@@ -48,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         modules.append(module)
     if args.out:
         add_output(args.out)
+    common.set_broker(args.broker)
     broken = 0
     started = time.monotonic()
     for module_name in modules:

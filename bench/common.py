@@ -42,6 +42,8 @@ from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+from orchestrator.celery_app import broker_conf
+from orchestrator.config import settings_from_mapping
 from orchestrator.local import processes
 from orchestrator.local.processes import (
     Process,
@@ -51,6 +53,7 @@ from orchestrator.local.processes import (
     redis_answers,
     wait_until,
 )
+from orchestrator.local.rabbitmq import PrivateRabbitMQ
 from orchestrator.local.robot_simulator import signed_headers
 from orchestrator.rendezvous import poller_key
 from orchestrator.signing import job_callback_secret
@@ -63,6 +66,19 @@ PG_ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 SHARED_REDIS = "redis://127.0.0.1:6379"
+BROKERS = ("redis", "rabbitmq")
+# The broker of this run (``--broker``): Redis (the rendezvous, and the broker by default) or
+# a private RabbitMQ node started per stack (Redis stays the rendezvous).
+BROKER = "redis"
+
+
+def set_broker(name: str) -> None:
+    global BROKER
+    if name not in BROKERS:
+        raise ValueError(f"unknown broker {name!r}")
+    BROKER = name
+
+
 REDIS_DBS = {"wake_latency": 5, "free_waiting": 6, "throughput": 7, "callbacks": 8}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -96,6 +112,7 @@ def emit(bench: str, case: str, **figures: Any) -> dict[str, Any]:
     line = {
         "bench": bench,
         "case": case,
+        "broker": BROKER,
         **figures,
         "cores": os.cpu_count(),
         "versions": {**VERSIONS, **_server_versions},
@@ -429,6 +446,18 @@ class Stack(processes.Stack):
         self._exit.callback(self.redis_provider.flush, self.redis_db)
         self.redis = redis.Redis.from_url(self.redis_url)
         self._exit.callback(self.redis.close)
+        self.broker_url = self.redis_url
+        broker_env = {}
+        if BROKER == "rabbitmq":
+            # Its own folder outside pytest's and ours: the node runs as the rabbitmq user.
+            base = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-rabbitmq-"))
+            base.chmod(0o755)
+            self._exit.callback(shutil.rmtree, base, True)
+            node = PrivateRabbitMQ(base, consumer_timeout_ms=60_000)
+            self._exit.callback(node.stop)
+            node.start()
+            self.rabbitmq = node
+            self.broker_url = broker_env["CELERY_BROKER_URL"] = node.url
         self.database_url = self._exit.enter_context(postgres_database(f"bench_{self.name}"))
         self.env.update(
             {
@@ -446,6 +475,7 @@ class Stack(processes.Stack):
                 # the figures), but never throttle the load generator.
                 "RATE_LIMIT_API": "1000000/minute",
                 "RATE_LIMIT_CALLBACKS": "1000000/minute",
+                **broker_env,
                 **self.extra_env,
             }
         )
@@ -592,9 +622,10 @@ class Stack(processes.Stack):
 
     def celery_client(self) -> Celery:
         """A producer on the same broker and queue as the web process."""
-        app = Celery("bench-client", broker=self.redis_url, set_as_current=False)
+        app = Celery("bench-client", broker=self.broker_url, set_as_current=False)
         app.config_from_object("celeryconfig")
-        app.conf.update(imports=())
+        settings = settings_from_mapping({"celery_broker_url": self.broker_url})
+        app.conf.update(imports=(), **broker_conf(settings))
         return app
 
 

@@ -7,6 +7,7 @@ import os
 import threading
 from contextvars import Token
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, bootsteps, current_app
 from celery.signals import (
@@ -20,9 +21,9 @@ from celery.signals import (
 from celery.worker.consumer import Consumer
 from redis.exceptions import RedisError
 
-from . import logs, metrics, notifications, tasks
+from . import housekeeping, logs, metrics, notifications, tasks
 from .config import Settings, load_settings_or_exit
-from .db import dispose_all
+from .db import dispose_all, session_scope
 from .lifecycle import JobNotFound
 from .rendezvous import Rendezvous, get_redis
 from .tasks import INFRASTRUCTURE_ERRORS, JOB_TASKS, close_job
@@ -36,7 +37,7 @@ def create_celery(settings: Settings) -> Celery:
     app.config_from_object("celeryconfig")
     app.conf.update(
         broker_url=settings.broker_url,
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        **broker_conf(settings),
         beat_schedule={
             "housekeeping": {
                 "task": "orchestrator.housekeeping",
@@ -52,6 +53,41 @@ def create_celery(settings: Settings) -> Celery:
     notifications.init_outbox(settings, lambda job_id: tasks.enqueue_delivery(app, job_id))
     app.steps["worker"].add(MetricsEndpoint)
     return app
+
+
+RABBITMQ_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def is_rabbitmq(broker_url: str) -> bool:
+    """Tell whether the broker URL names RabbitMQ (AMQP) rather than Redis."""
+    return urlsplit(broker_url).scheme in RABBITMQ_SCHEMES
+
+
+def broker_conf(settings: Settings) -> dict[str, Any]:
+    """Return the Celery settings that depend on the broker, chosen from its URL alone.
+
+    RabbitMQ: native delayed delivery, so that a waiting job's countdown lives in the broker's
+    ``celery_delayed_*`` queues instead of unacknowledged in a worker, where the server's
+    ``consumer_timeout`` would close the channel and stop the worker. It needs quorum queues,
+    a topic exchange (a direct one silently falls back to holding the ETA in the worker) and
+    publisher confirms; every process that sends tasks builds its app here, so the web app,
+    beat and the worker declare the queue alike. Redis: the visibility timeout that every
+    countdown stays well below (``wait_poll_max_seconds``), and the master's name when the
+    URL lists Sentinels.
+    """
+    if is_rabbitmq(settings.broker_url):
+        return {
+            "task_default_queue_type": "quorum",
+            "task_default_exchange_type": "topic",
+            "broker_native_delayed_delivery_queue_type": "quorum",
+            "worker_detect_quorum_queues": True,
+            "broker_transport_options": {"confirm_publish": True},
+        }
+    options: dict[str, Any] = {"visibility_timeout": settings.broker_visibility_timeout}
+    if settings.redis_sentinel_master and settings.broker_url.startswith("sentinel://"):
+        # kombu's sentinel transport: the URL lists the Sentinels, this names the master.
+        options["master_name"] = settings.redis_sentinel_master
+    return {"broker_transport_options": options}
 
 
 def celery_from_environment() -> Celery:
@@ -129,6 +165,9 @@ class ReportListener(bootsteps.StartStopStep):
     listener per worker; a Redis key lets only one of them act on each announcement.
     """
 
+    # Start once the pool's processes are forked: none inherits this thread's state.
+    requires = ("celery.worker.components:Pool",)
+
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self._stop = threading.Event()
@@ -147,12 +186,21 @@ class ReportListener(bootsteps.StartStopStep):
 
     def _run(self, app: Celery) -> None:
         settings: Settings = app.conf["orchestrator_settings"]
-        client = get_redis(settings.redis_url)
+        client = get_redis(settings.redis_url, settings.redis_sentinel_master)
         rendezvous = Rendezvous(client)
+        away = False
         while not self._stop.is_set():
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(rendezvous.channel)
+                if away:
+                    # Subscribed first, then look: a report recorded before now is in the
+                    # database, one announced after reaches this subscription. (Not at the
+                    # worker's start: housekeeping covers that, and the main process must
+                    # not import the database driver while the pool forks: a child would
+                    # inherit the module's import lock held and hang.)
+                    self._settle_missed(app, settings)
+                    away = False
                 try:
                     while not self._stop.is_set():
                         message = pubsub.get_message(timeout=1.0)
@@ -164,7 +212,25 @@ class ReportListener(bootsteps.StartStopStep):
                     pubsub.close()
             except (RedisError, OSError) as exc:
                 log.warning("report listener lost Redis (%s); retrying", type(exc).__name__)
+                away = True
                 self._stop.wait(1.0)
+
+    def _settle_missed(self, app: Celery, settings: Settings) -> None:
+        """Settle the reported jobs whose announcement may have been lost while unsubscribed.
+
+        Pub/sub keeps nothing for a listener that is away (a Redis failover, a restart, a
+        worker that was not running): the database's recorded reports are the record.
+        """
+        try:
+            with session_scope(settings.database_url) as session:
+                due = housekeeping.jobs_to_settle(session)
+        except Exception as exc:  # housekeeping settles them in any case
+            log.warning("report listener: could not look for missed reports (%s)", exc)
+            return
+        if due:
+            log.info("report listener: settling %d jobs reported while it was away", len(due))
+        for job_id in due:
+            self._wake(app, settings, job_id)
 
     @staticmethod
     def _wake(app: Celery, settings: Settings, job_id: str) -> None:

@@ -30,6 +30,7 @@ class Settings:
     database_url: str = "sqlite:///orchestrator.db"
     redis_url: str = "redis://localhost:6379/0"
     celery_broker_url: str = ""
+    redis_sentinel_master: str | None = None
     robot_url: str = ""
     robot_api_token: str | None = field(default=None, repr=False)
     robot_callback_secret: str = field(default="", repr=False)
@@ -172,6 +173,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DATABASE_URL": ("database_url", lambda n, v: normalize_database_url(v)),
     "REDIS_URL": ("redis_url", lambda n, v: v),
     "CELERY_BROKER_URL": ("celery_broker_url", lambda n, v: v),
+    "REDIS_SENTINEL_MASTER": ("redis_sentinel_master", lambda n, v: v),
     "ROBOT_URL": ("robot_url", _http_url),
     "ROBOT_API_TOKEN": ("robot_api_token", lambda n, v: v),
     "ROBOT_CALLBACK_SECRET": ("robot_callback_secret", lambda n, v: v),
@@ -244,6 +246,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         vt = values.get("broker_visibility_timeout", Settings.broker_visibility_timeout)
         values["wait_poll_max_seconds"] = float(vt) / 2  # type: ignore[arg-type]
     settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.redis_sentinel_master:
+        from .rendezvous import parse_sentinel_url
+
+        for name, url in (
+            ("REDIS_URL", settings.redis_url),
+            ("CELERY_BROKER_URL", settings.broker_url),
+        ):
+            if name == "REDIS_URL" or url.startswith("sentinel://"):
+                try:
+                    parse_sentinel_url(url)
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"{name} must list Sentinels (sentinel://host:port;…) when "
+                        f"REDIS_SENTINEL_MASTER is set: {exc}"
+                    ) from None
     if settings.wait_poll_max_seconds * 2 > settings.broker_visibility_timeout:
         raise ConfigError("WAIT_POLL_MAX_SECONDS must be at most half of BROKER_VISIBILITY_TIMEOUT")
     return settings

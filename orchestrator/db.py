@@ -19,6 +19,7 @@ from sqlalchemy.sql.dml import Insert
 # A pooled connection idle for longer than this is pinged (one round trip) before use; a
 # busier one only gets a local check that the server has not closed its socket.
 PING_AFTER_IDLE_SECONDS = 10.0
+IDLE_IN_TRANSACTION_MS = 60_000
 
 _factories: dict[tuple[int, str], sessionmaker[Session]] = {}
 # Session.info entries given to every session on a URL (kept across dispose_all and forks).
@@ -29,7 +30,23 @@ def make_engine(url: str) -> Engine:
     """Create an engine; on SQLite enable WAL, a busy timeout and BEGIN IMMEDIATE."""
     if not url.startswith("sqlite"):
         # One pool per process; a connection the server dropped is replaced on checkout.
-        engine = create_engine(url, pool_size=5, max_overflow=10, pool_recycle=3600)
+        # A worker host cut off mid-transaction must not hold its row locks forever: the
+        # server ends a session idle inside a transaction (none is, across any I/O, here),
+        # and keepalives let either side notice a peer that is gone (CONTRACT §10).
+        engine = create_engine(
+            url,
+            pool_size=5,
+            max_overflow=10,
+            pool_recycle=3600,
+            connect_args={
+                "connect_timeout": 10,
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            },
+        )
         _check_connections_on_checkout(engine)
         return engine
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})

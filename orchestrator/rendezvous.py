@@ -12,8 +12,10 @@ import os
 import threading
 import uuid
 from typing import cast
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
 
 def report_channel(client: redis.Redis) -> str:
@@ -38,23 +40,65 @@ end
 return -1
 """
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients: dict[tuple[int, str, str | None], redis.Redis] = {}
 _clients_lock = threading.Lock()
 
+# The health check PINGs a connection idle that long before using it again: a pub/sub
+# listener on a host cut off from Redis notices within seconds, not never.
+CLIENT_OPTIONS = {"socket_timeout": 10, "socket_connect_timeout": 5, "health_check_interval": 10}
 
-def get_redis(url: str) -> redis.Redis:
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
+    """Split Celery's ``sentinel://[:pw@]h:p[/db];sentinel://h:p;…`` into its parts.
+
+    Returns the Sentinels' addresses, the master's password and database (both written
+    on the first entry, as Celery and kombu read them).
+    """
+    entries = [entry.strip() for entry in url.split(";") if entry.strip()]
+    if not entries:
+        raise ValueError("no Sentinel listed")
+    hosts: list[tuple[str, int]] = []
+    password: str | None = None
+    db = 0
+    for n, entry in enumerate(entries):
+        parts = urlsplit(entry)
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError("every entry must be sentinel://host:port")
+        hosts.append((parts.hostname, parts.port or 26379))
+        if n == 0:
+            password = unquote(parts.password) if parts.password else None
+            path = parts.path.strip("/")
+            if path:
+                if not path.isdigit():
+                    raise ValueError("the database after the first entry must be a number")
+                db = int(path)
+    return hosts, password, db
+
+
+def _new_client(url: str, sentinel_master: str | None) -> redis.Redis:
+    if not sentinel_master:
+        return redis.Redis.from_url(url, **CLIENT_OPTIONS)
+    hosts, password, db = parse_sentinel_url(url)
+    # As kombu's sentinel transport: the password is the master's; the Sentinels need none.
+    sentinel = Sentinel(hosts, sentinel_kwargs=dict(CLIENT_OPTIONS), **CLIENT_OPTIONS)
+    return sentinel.master_for(sentinel_master, password=password, db=db, **CLIENT_OPTIONS)
+
+
+def get_redis(url: str, sentinel_master: str | None = None) -> redis.Redis:
     """Return this process's Redis client for the URL (one, even under concurrent first use).
 
-    Two clients made by racing threads would leave one unreferenced mid-command: its
-    finalizer closes its pool's sockets under the command ("Bad file descriptor", a 500).
+    With ``sentinel_master`` the URL lists Sentinels (CONTRACT §10) and the client follows
+    the master they name, across failovers. Two clients made by racing threads would leave
+    one unreferenced mid-command: its finalizer closes its pool's sockets under the command
+    ("Bad file descriptor", a 500).
     """
-    key = (os.getpid(), url)
+    key = (os.getpid(), url, sentinel_master)
     client = _clients.get(key)
     if client is None:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
-                client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+                client = _new_client(url, sentinel_master)
                 _clients[key] = client
     return client
 

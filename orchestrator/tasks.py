@@ -12,6 +12,7 @@ retried dispatch would enter the same orders twice. Failures come in two kinds:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -46,7 +47,7 @@ def _settings() -> Settings:
 
 
 def _rendezvous(settings: Settings) -> Rendezvous:
-    return Rendezvous(get_redis(settings.redis_url))
+    return Rendezvous(get_redis(settings.redis_url, settings.redis_sentinel_master))
 
 
 def _stop_chain(task: Task) -> None:
@@ -60,6 +61,18 @@ def _stop_chain(task: Task) -> None:
     task.request.chain = None
 
 
+def whole_seconds(countdown: float) -> int:
+    """Round a countdown up to whole seconds (0 stays 0: no delay).
+
+    RabbitMQ's native delayed delivery routes a delayed message by ``int(countdown)``: it
+    would arrive up to a second early (the worker then holds it for the rest) and a countdown
+    under one second fails to publish at all (``ValueError``). Rounding up once here keeps
+    every broker on one path: never early, never below a second; the deadline's poll lands
+    at most a second later, and the wake-up (pub/sub) does not depend on it.
+    """
+    return math.ceil(countdown) if countdown > 0 else 0
+
+
 def job_chain(app: Celery, job_id: str, settings: Settings) -> Any:
     """Build the job's chain with its failure handler attached to every step."""
     sig = app.signature
@@ -70,7 +83,7 @@ def job_chain(app: Celery, job_id: str, settings: Settings) -> Any:
             "orchestrator.wait_for_report",
             args=(job_id,),
             immutable=True,
-            countdown=settings.robot_settle_seconds,
+            countdown=whole_seconds(settings.robot_settle_seconds),
         )
         | sig("orchestrator.finalize", args=(job_id,), immutable=True)
     )
@@ -192,7 +205,7 @@ def wait_for_report(
         countdown = min(max(deadline_ts - time.time(), 0.0) + 0.05, settings.wait_poll_max_seconds)
         self.signature(
             (job_id, deadline_ts, token),
-            countdown=countdown,
+            countdown=whole_seconds(countdown),
             chain=self.request.chain,
             link_error=self.request.errbacks,
         ).apply_async()

@@ -35,7 +35,7 @@ class Orchestrator:
 
     @property
     def rendezvous(self) -> Rendezvous:
-        return Rendezvous(get_redis(self.settings.redis_url))
+        return Rendezvous(get_redis(self.settings.redis_url, self.settings.redis_sentinel_master))
 
     def cancel_job(self, job_id: str) -> None:
         """Cancel a job (lifecycle.cancel), commit, stop its poller early, hand its slot on.

@@ -110,6 +110,7 @@ def rig(
     names: Iterable[str] = ("robot", "web", "worker", "beat"),
     robot_args: str = "",
     database_password: str | None = None,
+    redis_url: str | None = None,
     **env: str,
 ) -> Iterator[Rig]:
     """Start a system for one scenario; stop it, drop its database and flush its Redis after."""
@@ -128,7 +129,9 @@ def rig(
             url = direct = f"sqlite:///{log_dir / 'orchestrator.db'}"
         private = None
         redis_db = 0
-        if private_redis or redis_password:
+        if redis_url:
+            pass  # the caller's own Redis (a Sentinel group): nothing to lend or flush
+        elif private_redis or redis_password:
             private = RestartableRedis(log_dir, password=redis_password).start()
             stack.callback(private.stop)
         else:
@@ -137,7 +140,7 @@ def rig(
             log_dir,
             url,
             redis_db,
-            redis_url=private.url if private else None,
+            redis_url=redis_url or (private.url if private else None),
             **{"HOUSEKEEPING_INTERVAL_SECONDS": "1", "FAULT_HOOK_DIR": str(log_dir), **env},
         )
         system.extra_args["beat"] = f"--schedule={log_dir / 'celerybeat-schedule'}"

@@ -9,14 +9,17 @@ import hmac
 import json
 import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import redis
 import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -36,9 +39,11 @@ class TcpProxy:
     network cut) without touching the shared server.
     """
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", listen_host: str = "127.0.0.1"
+    ) -> None:
         self.target = (target_host, target_port)
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server = socket.create_server((listen_host, 0))
         self._server.settimeout(0.2)
         self.port = self._server.getsockname()[1]
         self._lock = threading.Lock()
@@ -121,7 +126,7 @@ class TcpProxy:
 class RestartableRedis:
     """A private redis-server that keeps nothing on disk, restartable on the same port."""
 
-    def __init__(self, log_dir: Path, password: str | None = None) -> None:
+    def __init__(self, log_dir: Path, password: str | None = None, host: str = "127.0.0.1") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
@@ -129,19 +134,23 @@ class RestartableRedis:
         self.log_dir = log_dir
         self.port = free_port()
         self.password = password
+        self.host = host
         self.process: Process | None = None
         self.generation = 0
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self) -> RestartableRedis:
         self.generation += 1
-        command = f"{self.binary} --port {self.port} --bind 127.0.0.1 --save '' --appendonly no" + (
-            f" --requirepass {self.password}" if self.password else ""
-        )
+        command = f"{self.binary} --port {self.port} --bind {self.host} --save '' --appendonly no"
+        if self.host != "127.0.0.1":
+            # Bound to a test network's private address only; protected mode would refuse it.
+            command += " --protected-mode no"
+        if self.password:
+            command += f" --requirepass {self.password}"
         self.process = Process(
             f"redis-{self.generation}", command, {"PATH": bin_path()}, self.log_dir
         )
@@ -264,3 +273,187 @@ def post_event(
 
 def event_body(event_type: str, data: dict[str, Any]) -> str:
     return json.dumps({"type": event_type, "data": data})
+
+
+class SentinelGroup:
+    """A private Redis master, one replica and three Sentinels watching them, on free ports.
+
+    ``url`` is Celery's ``sentinel://…;…`` form for ``REDIS_URL`` with ``REDIS_SENTINEL_MASTER``
+    = ``master_name``. ``failover()`` asks a Sentinel to promote the replica; ``kill_master()``
+    SIGKILLs the master and leaves the Sentinels to notice. Both return once a new master is
+    named, with the moment it was (``time.monotonic()``).
+    """
+
+    master_name = "orchestrator"
+
+    def __init__(self, log_dir: Path, db: int = 0) -> None:
+        self.log_dir = log_dir
+        self.db = db
+        self.ports = {"a": free_port(), "b": free_port()}
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.servers: dict[str, Process] = {}
+        self.sentinels: list[Process] = []
+
+    @property
+    def url(self) -> str:
+        entries = [f"sentinel://127.0.0.1:{port}" for port in self.sentinel_ports]
+        entries[0] += f"/{self.db}"
+        return ";".join(entries)
+
+    def _server(self, name: str, replica_of: int | None = None) -> None:
+        # Its own folder: a full resync writes an RDB file there (never the repository's root).
+        folder = self.log_dir / f"redis-{name}"
+        folder.mkdir(exist_ok=True)
+        command = (
+            f"redis-server --port {self.ports[name]} --bind 127.0.0.1 --save '' "
+            f"--appendonly no --dir {folder}"
+        )
+        if replica_of is not None:
+            command += f" --replicaof 127.0.0.1 {replica_of}"
+        self.servers[name] = Process(f"redis-{name}", command, {"PATH": bin_path()}, self.log_dir)
+        wait_until(lambda: redis_answers(f"redis://127.0.0.1:{self.ports[name]}"), 15, name)
+
+    def start(self) -> SentinelGroup:
+        self._server("a")
+        self._server("b", replica_of=self.ports["a"])
+        replica = redis.Redis(port=self.ports["b"])
+        wait_until(
+            lambda: replica.info("replication").get("master_link_status") == "up", 15, "replica"
+        )
+        replica.close()
+        for n, port in enumerate(self.sentinel_ports):
+            conf = self.log_dir / f"sentinel-{n}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.ports['a']} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                f"sentinel failover-timeout {self.master_name} 10000\n"
+            )
+            self.sentinels.append(
+                Process(
+                    f"sentinel-{n}",
+                    f"redis-server {conf} --sentinel",
+                    {"PATH": bin_path()},
+                    self.log_dir,
+                )
+            )
+        wait_until(
+            lambda: all(self._knows_replica(p) for p in self.sentinel_ports), 30, "sentinels"
+        )
+        return self
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+
+    def _knows_replica(self, port: int) -> bool:
+        try:
+            client = self._sentinel(port)
+            replicas = client.sentinel_slaves(self.master_name)
+            others = client.sentinel_sentinels(self.master_name)
+            client.close()
+            return len(replicas) == 1 and len(others) == 2
+        except redis.RedisError:
+            return False
+
+    def master_port(self) -> int | None:
+        for port in self.sentinel_ports:
+            with contextlib.suppress(redis.RedisError):
+                client = self._sentinel(port)
+                address = client.sentinel_get_master_addr_by_name(self.master_name)
+                client.close()
+                if address:
+                    return int(address[1])
+        return None
+
+    def _promoted(self, old: int) -> float:
+        def new_master() -> bool:
+            port = self.master_port()
+            if port is None or port == old:
+                return False
+            client = redis.Redis(port=port, socket_timeout=2)
+            try:
+                return client.info("replication")["role"] == "master"
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+
+        wait_until(new_master, 60, "a new master", interval=0.05)
+        return time.monotonic()
+
+    def failover(self) -> float:
+        old = self.master_port()
+        assert old is not None
+        self._sentinel(self.sentinel_ports[0]).execute_command(
+            "SENTINEL", "FAILOVER", self.master_name
+        )
+        return self._promoted(old)
+
+    def kill_master(self) -> float:
+        old = self.master_port()
+        name = next(n for n, p in self.ports.items() if p == old)
+        self.servers[name].kill()
+        return self._promoted(old)
+
+    def stop(self) -> None:
+        for process in [*self.sentinels, *self.servers.values()]:
+            process.stop()
+
+
+class HostNetwork:
+    """Hosts as network namespaces on one bridge, in a private /24 made for this test only.
+
+    The bridge's own address (``gateway``, in the test's namespace) is where the shared
+    services are reached (a private Redis, a proxy to PostgreSQL, the simulator); each host
+    gets a namespace, a veth pair into the bridge and one address. ``cut(host)`` takes its
+    link down, as a pulled cable would: connections hang, nothing is refused. ``down()``
+    removes every namespace, link and the bridge, whatever state the test left.
+    """
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.bridge = f"ob{self.tag}"
+        used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+        third = next(n for n in range(1, 255) if f" 10.213.{n}." not in used)
+        self.prefix = f"10.213.{third}"
+        self.gateway = f"{self.prefix}.1"
+        self.hosts = list(hosts)
+        self.namespaces = {h: f"orch-{self.tag}-{h}" for h in self.hosts}
+        self.addresses = {h: f"{self.prefix}.{10 + n}" for n, h in enumerate(self.hosts)}
+        self._veth = {h: (f"vh{self.tag}{n}", f"vn{self.tag}{n}") for n, h in enumerate(self.hosts)}
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+
+    def up(self) -> HostNetwork:
+        self._ip("link", "add", self.bridge, "type", "bridge")
+        self._ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        self._ip("link", "set", self.bridge, "up")
+        for host in self.hosts:
+            ns, (outside, inside) = self.namespaces[host], self._veth[host]
+            self._ip("netns", "add", ns)
+            self._ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            self._ip("link", "set", inside, "netns", ns)
+            self._ip("link", "set", outside, "master", self.bridge)
+            self._ip("link", "set", outside, "up")
+            self._ip("-n", ns, "addr", "add", f"{self.addresses[host]}/24", "dev", inside)
+            self._ip("-n", ns, "link", "set", inside, "up")
+            self._ip("-n", ns, "link", "set", "lo", "up")
+        return self
+
+    def run_in(self, host: str, command: str) -> str:
+        """The command, run inside the host's namespace."""
+        return f"ip netns exec {self.namespaces[host]} {command}"
+
+    def cut(self, host: str) -> None:
+        self._ip("link", "set", self._veth[host][0], "down")
+
+    def restore(self, host: str) -> None:
+        self._ip("link", "set", self._veth[host][0], "up")
+
+    def down(self) -> None:
+        for host in self.hosts:
+            subprocess.run(["ip", "netns", "del", self.namespaces[host]], capture_output=True)
+            subprocess.run(["ip", "link", "del", self._veth[host][0]], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)

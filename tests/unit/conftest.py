@@ -29,7 +29,7 @@ class StartedJobs:
 @pytest.fixture
 def fake_redis() -> Iterator[fakeredis.FakeRedis]:
     client = fakeredis.FakeRedis()
-    key = (os.getpid(), REDIS_URL)
+    key = (os.getpid(), REDIS_URL, None)
     rendezvous._clients[key] = client
     yield client
     rendezvous._clients.pop(key, None)

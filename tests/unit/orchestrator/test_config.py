@@ -245,3 +245,21 @@ def test_start_in_development_says_which_defaults_it_used(clean_environ, capsys)
     assert settings.dev_defaults_used
     for name in settings.dev_defaults_used:
         assert name in err
+
+
+def test_sentinels_are_named_by_redis_sentinel_master_and_listed_in_redis_url():
+    settings = load(
+        REDIS_SENTINEL_MASTER="mymaster", REDIS_URL="sentinel://:pw@h1:26379/1;sentinel://h2:26379"
+    )
+    assert settings.redis_sentinel_master == "mymaster"
+    assert "pw" in settings.secrets() and "pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("REDIS_URL", "redis://h:6379/0"), ("CELERY_BROKER_URL", "sentinel://h1:1/db")],
+)
+def test_with_sentinels_a_url_that_lists_none_is_named(name, value):
+    env = {"REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "sentinel://h1:26379", name: value}
+    with pytest.raises(ConfigError, match=name):
+        load(**env)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
+from redis.sentinel import SentinelConnectionPool
 
-from orchestrator.rendezvous import Rendezvous, poller_key, report_key
+from orchestrator.rendezvous import (
+    Rendezvous,
+    get_redis,
+    parse_sentinel_url,
+    poller_key,
+    report_channel,
+    report_key,
+)
 
 
 @pytest.fixture
@@ -105,3 +113,35 @@ def test_each_redis_database_has_its_own_report_channel() -> None:
     assert (ours.channel, theirs.channel) == ("orchestrator:3:reports", "orchestrator:4:reports")
     assert heard == [b"our-job"]
     listener.close()
+
+
+def test_celery_sentinel_urls_give_the_sentinels_the_password_and_the_database() -> None:
+    hosts, password, db = parse_sentinel_url(
+        "sentinel://:s%40cret@h1:26379/2;sentinel://h2:26380;sentinel://h3"
+    )
+    assert hosts == [("h1", 26379), ("h2", 26380), ("h3", 26379)]
+    assert (password, db) == ("s@cret", 2)
+    assert parse_sentinel_url("sentinel://h1:1") == ([("h1", 1)], None, 0)
+
+
+@pytest.mark.parametrize(
+    "url", ["", "redis://h:6379/0", "sentinel://h1:1;redis://h2:2", "sentinel://h1:1/x"]
+)
+def test_a_bad_sentinel_url_is_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_sentinel_url(url)
+
+
+def test_with_a_master_name_the_client_follows_the_master_the_sentinels_name() -> None:
+    url = "sentinel://:pw@127.0.0.1:1/3;sentinel://127.0.0.1:2"
+    client = get_redis(url, "orchestrator")
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "orchestrator"
+    assert [
+        (c.connection_pool.connection_kwargs["port"]) for c in pool.sentinel_manager.sentinels
+    ] == [1, 2]
+    assert (pool.connection_kwargs["db"], pool.connection_kwargs["password"]) == (3, "pw")
+    # The report channel carries the database, as for a plain Redis URL.
+    assert report_channel(client) == "orchestrator:3:reports"
+    assert get_redis(url, "orchestrator") is client

@@ -81,3 +81,21 @@ def test_a_report_for_an_unknown_job_is_dropped(sqlite_url, make_settings, fake_
 
     assert app.sent == []
     assert "does not exist" in caplog.text
+
+
+def test_after_subscribing_it_settles_the_reports_recorded_while_it_was_away(
+    database_url, make_settings, fake_redis
+) -> None:
+    """A failover loses the announcement (pub/sub keeps nothing); the database has it."""
+    settings = make_settings(database_url=database_url, redis_url=REDIS_URL)
+    reported, waiting = new_job(database_url, 1), new_job(database_url, 1)
+    for job_id in (reported, waiting):
+        assert claim(database_url, job_id, settings) is not None
+    report(database_url, reported, "robot.batch.completed")  # recorded, never announced
+    app = RecordingApp()
+
+    ReportListener(None)._settle_missed(app, settings)  # type: ignore[arg-type]
+
+    assert job_row(database_url, reported).status == "completed"
+    assert job_row(database_url, waiting).status == "processing"
+    assert app.sent == []
