@@ -18,7 +18,6 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
-from . import notifications
 from .config import Settings
 from .models import OPEN_JOB_STATUSES, DispatchControl, Job, UTCDateTime, utcnow
 
@@ -182,7 +181,7 @@ def pause(
 ) -> DispatchState:
     """Pause dispatching (again: replace reason, end and who); the caller commits."""
     conn = session.connection()
-    was = lock(conn)
+    lock(conn)
     conn.execute(
         update(_control)
         .where(_the_row)
@@ -191,10 +190,7 @@ def pause(
         )
     )
     log.warning("dispatching paused by %s: %s", by, reason)
-    state = read_state(session, settings)
-    if not was.paused:  # a new reason or end for a pause is no new pause
-        notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
-    return state
+    return read_state(session, settings)
 
 
 def resume(session: Session, settings: Settings) -> DispatchState:
@@ -202,11 +198,9 @@ def resume(session: Session, settings: Settings) -> DispatchState:
     conn = session.connection()
     was = lock(conn)
     _clear(conn)
-    state = read_state(session, settings)
     if was.paused:
         log.warning("dispatching resumed")
-        notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
-    return state
+    return read_state(session, settings)
 
 
 def _clear(conn: Connection) -> None:
@@ -224,7 +218,7 @@ def _clear(conn: Connection) -> None:
     )
 
 
-def resume_if_due(session: Session, settings: Settings) -> bool:
+def resume_if_due(session: Session) -> bool:
     """Resume a pause whose ``until`` has passed; True when it did. The caller commits."""
     conn = session.connection()
     row = conn.execute(_READ).one()
@@ -235,8 +229,6 @@ def resume_if_due(session: Session, settings: Settings) -> bool:
         return False
     _clear(conn)
     log.warning("dispatching resumed: the pause ended at %s", row.paused_until.isoformat())
-    state = read_state(session, settings)
-    notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
     return True
 
 
@@ -263,9 +255,6 @@ def count_failure(session: Session, settings: Settings, reason: str, counts: boo
         )
         log.warning("dispatching paused by itself: %s", values["paused_reason"])
     conn.execute(update(_control).where(_the_row).values(**values))
-    if pausing:
-        state = read_state(session, settings)
-        notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
     return pausing
 
 

@@ -294,6 +294,47 @@ def record_dispatch_accepted(session: Session, job_id: str) -> None:
     record_dispatch_result(session, job_id, "accepted")
 
 
+def pause_dispatch(
+    session: Session,
+    settings: Settings,
+    reason: str,
+    until: datetime | None = None,
+    by: str = dispatch_control.PAUSED_BY_API,
+) -> dispatch_control.DispatchState:
+    """Pause dispatching (again: new reason and end); a new pause is notified. Caller commits.
+
+    Every change of the pause passes here or through ``fail_dispatch`` and ``resume_if_due``,
+    so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8) are written in its transaction.
+    """
+    was = dispatch_control.lock(session.connection())
+    state = dispatch_control.pause(session, settings, reason, until, by)
+    if not was.paused:  # a new reason or end for a pause is no new pause
+        notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
+    return state
+
+
+def resume_dispatch(session: Session, settings: Settings) -> dispatch_control.DispatchState:
+    """Resume dispatching; notified when it was paused. The caller commits, then hands off."""
+    was = dispatch_control.lock(session.connection())
+    state = dispatch_control.resume(session, settings)
+    if was.paused:
+        notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
+    return state
+
+
+def resume_if_due(session: Session, settings: Settings) -> bool:
+    """End a pause whose ``until`` has passed, notified; True when it did. The caller commits."""
+    if not dispatch_control.resume_if_due(session):
+        return False
+    _notify_dispatch(session, settings, notifications.DISPATCH_RESUMED)
+    return True
+
+
+def _notify_dispatch(session: Session, settings: Settings, kind: str) -> None:
+    state = dispatch_control.read_state(session, settings)
+    notifications.record(session, kind, state.as_json())
+
+
 def fail_dispatch(
     session: Session,
     settings: Settings,
@@ -309,7 +350,8 @@ def fail_dispatch(
     """
     result = "ambiguous" if robot_may_have_it else "refused"
     refused_this_job = status_code is not None and 400 <= status_code < 500
-    dispatch_control.count_failure(session, settings, reason, counts=not refused_this_job)
+    if dispatch_control.count_failure(session, settings, reason, counts=not refused_this_job):
+        _notify_dispatch(session, settings, notifications.DISPATCH_PAUSED)
     record_dispatch_result(session, job_id, result)
     failure = Failure(reason, robot_may_have_it=robot_may_have_it, kind=result)
     return finalize(session, job_id, failure)

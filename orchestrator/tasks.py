@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import dispatch_control, housekeeping, lifecycle, metrics, notifications, robot_client
+from . import housekeeping, lifecycle, metrics, notifications, robot_client
 from .config import Settings
 from .db import session_scope
 from .logs import job_context
@@ -326,7 +326,7 @@ def run_housekeeping() -> dict[str, int]:
                 if close_job(app, settings, job_id, silence, then_hand_off=False) is not None:
                     silent += 1
     with session_scope(settings.database_url) as session:
-        resumed = dispatch_control.resume_if_due(session, settings)
+        resumed = lifecycle.resume_if_due(session, settings)
     with session_scope(settings.database_url) as session:
         stalled = housekeeping.claim_stalled(session, settings.rekick_after_seconds)
         purged = housekeeping.purge_idempotency_keys(session)

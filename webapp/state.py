@@ -58,14 +58,14 @@ class Orchestrator:
     ) -> dispatch_control.DispatchState:
         """Pause dispatching for every process (again: replace reason and end); commit."""
         with self.session() as session:
-            state = dispatch_control.pause(session, self.settings, reason, until)
+            state = lifecycle.pause_dispatch(session, self.settings, reason, until)
             session.commit()
         return state
 
     def resume_dispatch(self) -> dispatch_control.DispatchState:
         """Resume dispatching, commit, then start the jobs the free slots let go."""
         with self.session() as session:
-            dispatch_control.resume(session, self.settings)
+            lifecycle.resume_dispatch(session, self.settings)
             session.commit()
         tasks.hand_off(self.celery, self.settings, slot_freed=False)
         with self.session() as session:

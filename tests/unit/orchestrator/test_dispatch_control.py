@@ -234,7 +234,7 @@ def test_a_timed_pause_ends_when_due(database_url, make_settings) -> None:
             session, settings, "soon over", datetime.now(UTC) + timedelta(hours=1)
         )
     with session_scope(database_url) as session:
-        assert dispatch_control.resume_if_due(session, settings) is False
+        assert dispatch_control.resume_if_due(session) is False
     with session_scope(database_url) as session:
         session.execute(
             update(dispatch_control.DispatchControl).values(
@@ -242,7 +242,7 @@ def test_a_timed_pause_ends_when_due(database_url, make_settings) -> None:
             )
         )
     with session_scope(database_url) as session:
-        assert dispatch_control.resume_if_due(session, settings) is True
+        assert dispatch_control.resume_if_due(session) is True
     assert state(database_url, settings).paused is False
 
 

@@ -386,13 +386,13 @@ def test_a_pause_and_a_resume_by_hand_are_notified_with_the_dispatch_state(
     database_url, notify, enqueued
 ) -> None:
     with session_scope(database_url) as session:
-        paused = dispatch_control.pause(session, notify, "portal maintenance")
+        paused = lifecycle.pause_dispatch(session, notify, "portal maintenance")
     with session_scope(database_url) as session:  # a new reason for the same pause
-        dispatch_control.pause(session, notify, "portal maintenance, longer")
+        lifecycle.pause_dispatch(session, notify, "portal maintenance, longer")
     with session_scope(database_url) as session:
-        resumed = dispatch_control.resume(session, notify)
+        resumed = lifecycle.resume_dispatch(session, notify)
     with session_scope(database_url) as session:  # not paused: nothing resumes
-        dispatch_control.resume(session, notify)
+        lifecycle.resume_dispatch(session, notify)
 
     assert _dispatch_rows(database_url) == [
         (notifications.DISPATCH_PAUSED, paused.as_json()),
@@ -406,11 +406,11 @@ def test_a_pause_by_itself_and_the_end_of_a_timed_pause_are_notified(
     database_url, notify, make_settings
 ) -> None:
     settings = make_settings(database_url=database_url, robot_pause_after_failures=2)
-    with session_scope(database_url) as session:
-        assert not dispatch_control.count_failure(session, settings, "refused: 500", True)
-    with session_scope(database_url) as session:
-        assert dispatch_control.count_failure(session, settings, "refused: 503", True)
-    [(kind, data)] = _dispatch_rows(database_url)
+    for answer in (500, 503):
+        job_id = dispatched_job(database_url, settings)
+        with session_scope(database_url) as session:
+            lifecycle.fail_dispatch(session, settings, job_id, f"refused: {answer}", False, answer)
+    [(kind, data)] = _dispatch_rows(database_url)  # the second failure paused it
     assert (kind, data["pausedBy"], data["paused"]) == (
         notifications.DISPATCH_PAUSED,
         "failures",
@@ -419,13 +419,13 @@ def test_a_pause_by_itself_and_the_end_of_a_timed_pause_are_notified(
     assert "refused: 503" in data["pausedReason"]
 
     with session_scope(database_url) as session:
-        dispatch_control.pause(session, settings, "short", datetime.now(UTC) + timedelta(hours=1))
+        lifecycle.pause_dispatch(session, settings, "short", datetime.now(UTC) + timedelta(hours=1))
         session.execute(
             update(dispatch_control.DispatchControl).values(
                 paused_until=datetime.now(UTC) - timedelta(seconds=1)
             )
         )
     with session_scope(database_url) as session:
-        assert dispatch_control.resume_if_due(session, settings)
+        assert lifecycle.resume_if_due(session, settings)
     kind, data = _dispatch_rows(database_url)[-1]
     assert (kind, data["paused"]) == (notifications.DISPATCH_RESUMED, False)
