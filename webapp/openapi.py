@@ -332,6 +332,24 @@ def _with_server_answers(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+def _page_parameters(statuses: list[str]) -> list[dict[str, Any]]:
+    """The query of a paged list, newest first: a status filter, a limit, an opaque cursor."""
+    return [
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": statuses}},
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 500},
+            "description": "nextCursor of an earlier page (opaque)",
+        },
+    ]
+
+
 def build_document(settings: Settings) -> dict[str, Any]:
     """Return the OpenAPI 3.0 document for a deployment's settings."""
     job_answer = {"content": _json(_ref("Job"))}
@@ -402,24 +420,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         "operationId": "listJobs",
                         "summary": "List jobs, newest first",
                         "security": [{"bearerAuth": []}],
-                        "parameters": [
-                            {
-                                "name": "status",
-                                "in": "query",
-                                "schema": {"type": "string", "enum": JOB_STATUSES},
-                            },
-                            {
-                                "name": "limit",
-                                "in": "query",
-                                "schema": {"type": "integer", "minimum": 1, "maximum": 200},
-                            },
-                            {
-                                "name": "cursor",
-                                "in": "query",
-                                "schema": {"type": "string", "minLength": 1, "maxLength": 500},
-                                "description": "nextCursor of an earlier page (opaque)",
-                            },
-                        ],
+                        "parameters": _page_parameters(JOB_STATUSES),
                         "responses": {
                             "200": {"description": "a page", "content": _json(_ref("JobList"))},
                             **_common_errors(401, 422, 503),
@@ -489,24 +490,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         "operationId": "listNotifications",
                         "summary": "List notifications to NOTIFY_URL, newest first",
                         "security": [{"bearerAuth": []}],
-                        "parameters": [
-                            {
-                                "name": "status",
-                                "in": "query",
-                                "schema": {"type": "string", "enum": NOTIFICATION_STATUSES},
-                            },
-                            {
-                                "name": "limit",
-                                "in": "query",
-                                "schema": {"type": "integer", "minimum": 1, "maximum": 200},
-                            },
-                            {
-                                "name": "cursor",
-                                "in": "query",
-                                "schema": {"type": "string", "minLength": 1, "maxLength": 500},
-                                "description": "nextCursor of an earlier page (opaque)",
-                            },
-                        ],
+                        "parameters": _page_parameters(NOTIFICATION_STATUSES),
                         "responses": {
                             "200": {
                                 "description": "a page",
