@@ -144,16 +144,21 @@ def embedded_redis(log_dir: Path) -> tuple[str, Process] | None:
     return url, process
 
 
-def run_release(env: dict[str, str]) -> None:
-    """Run the Procfile's release command (migrations) to completion, or raise."""
-    done = subprocess.run(
-        ["bash", "-c", procfile()["release"]],
+def run_line(name: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run one Procfile line to completion with only ``env``; return what it printed."""
+    return subprocess.run(
+        ["bash", "-c", procfile()[name]],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def run_release(env: dict[str, str]) -> None:
+    """Run the Procfile's release command (migrations) to completion, or raise."""
+    done = run_line("release", env)
     if done.returncode != 0:
         raise RuntimeError(f"release failed: {done.stderr.strip()[-2000:]}")
 

@@ -8,7 +8,6 @@ import json
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from orchestrator.local.processes import ROOT, procfile
+from orchestrator.local.processes import run_line
 from orchestrator.signing import job_callback_secret
 from tests.integration.harness import API_TOKEN, MASTER_SECRET, ROBOT_TOKEN, orders
 from webapp import auth
@@ -355,14 +354,7 @@ def test_a_full_run_leaves_no_secret_in_any_log_or_answer(log_dir) -> None:
 
 def _release_output(r: Rig) -> str:
     """Run the release step again and keep everything it prints (it migrates nothing now)."""
-    done = subprocess.run(
-        ["bash", "-c", procfile()["release"]],
-        cwd=ROOT,
-        env=r.system.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_line("release", r.system.env, timeout=120)
     assert done.returncode == 0
     return done.stdout + done.stderr
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import itertools
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from orchestrator.local.processes import ROOT, bin_path, procfile
+from orchestrator.local.processes import bin_path, run_line
 
 from .conftest import flush_redis
 from .harness import System, orders, wait_until
@@ -321,14 +320,7 @@ def test_notify_url_without_its_secret_stops_the_process_with_one_line(process: 
         "APP_ENV": "development",
         "NOTIFY_URL": "http://127.0.0.1:1/hooks",
     }
-    done = subprocess.run(
-        ["bash", "-c", procfile()[process]],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_line(process, env, timeout=60)
     assert done.returncode != 0
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert lines == ["configuration error: NOTIFY_SECRET is required when NOTIFY_URL is set"]

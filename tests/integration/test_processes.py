@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.local.processes import ROOT, bin_path, procfile
+from orchestrator.local.processes import bin_path, run_line
 
 from ..conftest import fresh_postgres_database
 from .conftest import flush_redis
@@ -25,14 +24,7 @@ def test_missing_required_variable_stops_the_process_with_one_line(process: str)
         "PUBLIC_URL": "http://127.0.0.1:1",
         "API_TOKENS": "t0ken-value",
     }
-    done = subprocess.run(
-        ["bash", "-c", procfile()[process]],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_line(process, env, timeout=60)
 
     assert done.returncode != 0
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
@@ -41,14 +33,7 @@ def test_missing_required_variable_stops_the_process_with_one_line(process: str)
 
 def test_invalid_number_is_named() -> None:
     env = {"PATH": bin_path(), "APP_ENV": "development", "ROBOT_SECONDS_PER_ITEM": "fast"}
-    done = subprocess.run(
-        ["bash", "-c", procfile()["release"]],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_line("release", env, timeout=60)
 
     assert done.returncode != 0
     assert "ROBOT_SECONDS_PER_ITEM must be a number" in done.stderr
