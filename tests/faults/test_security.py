@@ -506,15 +506,16 @@ def test_requests_waiting_on_postgresql_do_not_stop_the_web_app(log_dir, wait_fu
                 seen = [_waiting_on_the_lock(r) for _ in _observe(seconds=3)]
             lock.rollback()  # releases the lock
             answers = [future.result().status_code for future in stuck]
-    assert answers == [200] * 8
     if wait_func is None:
+        assert answers == [200] * 8
         record(
             "9 /healthz while 8 requests wait on a PostgreSQL lock",
             healthz_max_ms=round(max(healthz) * 1000),
         )
         assert max(healthz) < 2.0, healthz
     else:
-        # The test tells a blocking driver apart: the other requests never got to the lock.
+        # The test tells a blocking driver apart: the other requests never got to the lock
+        # (while their worker is stuck, some of them may time out: 503, not the point here).
         assert max(seen) <= 2, seen
 
 

@@ -224,7 +224,10 @@ def test_waiting_jobs_go_by_priority_then_age_and_show_their_position(cap: Syste
 
     by_dispatch = [j["id"] for j in sorted(finals, key=lambda j: j["dispatchedAt"])]
     assert set(by_dispatch[:2]) == {urgent["id"], urgent_later["id"]}
-    assert by_dispatch[2:] == [old["id"], young["id"]]
+    # The two urgent jobs free both slots at about the same moment: the old and the young job
+    # are then both within the free slots and their claims race (either may commit first).
+    # The age rule itself is pinned at the claim, test_claim_follows_priority_then_age_….
+    assert set(by_dispatch[2:]) == {old["id"], young["id"]}
     assert all(j["queuePosition"] is None for j in finals)
 
 
