@@ -612,6 +612,26 @@ class Stack(processes.Stack):
             )
             return {row[0] for row in rows}
 
+    def finished_at(self, job_ids: Sequence[str]) -> dict[str, float]:
+        """When each final one of the jobs finished (Unix seconds), from the database."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id, EXTRACT(EPOCH FROM finished_at) FROM jobs WHERE id = ANY(:ids)"),
+                {"ids": list(job_ids)},
+            ).all()
+        return {row[0]: float(row[1]) for row in rows if row[1] is not None}
+
+    def job_times(self, job_ids: Sequence[str]) -> list[Any]:
+        """(status, created_at, finished_at) of each job, times in Unix seconds."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT status, EXTRACT(EPOCH FROM created_at), "
+                    "EXTRACT(EPOCH FROM finished_at) FROM jobs WHERE id = ANY(:ids)"
+                ),
+                {"ids": list(job_ids)},
+            ).all()
+
     def wait_waiting(self, job_ids: Sequence[str], timeout: float) -> None:
         wait_until(
             lambda: self.waiting_count(job_ids) == len(job_ids),

@@ -77,15 +77,6 @@ def _restart(stack: Stack, limit: int | None) -> None:
         stack.start_process(name)
 
 
-def _finished_at(stack: Stack, ids: list[str]) -> dict[str, float]:
-    with stack.engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, EXTRACT(EPOCH FROM finished_at) FROM jobs WHERE id = ANY(:ids)"),
-            {"ids": ids},
-        ).all()
-    return {row[0]: float(row[1]) for row in rows if row[1] is not None}
-
-
 def _arrival(stack: Stack, job_id: str) -> float | None:
     dispatches = _robot(stack, "/_sim/timeline")["dispatches"]
     return next((d["at"] for d in dispatches if d["jobId"] == job_id), None)
@@ -141,7 +132,7 @@ def _handoff(stack: Stack, queued: int) -> dict[str, Any]:
     stats = _robot(stack, "/_sim/stats")
     arrivals = sorted(d["at"] for d in timeline["dispatches"])
     reports = sorted((r["at"], r["jobId"]) for r in timeline["reports"])
-    finished = _finished_at(stack, ids)
+    finished = stack.finished_at(ids)
     # The i-th answered report frees the slot that the (K + i)-th dispatch takes.
     pairs = list(zip(reports[: max(len(arrivals) - K, 0)], arrivals[K:], strict=True))
     latencies = [(arrived - at) * 1000 for (at, _), arrived in pairs]
@@ -189,14 +180,7 @@ def _throughput(stack: Stack, count: int, items: int = 5) -> dict[str, Any]:
     submit_s = time.time() - start
     still_open = _wait_final(stack, ids)
     busy = load.close()
-    with stack.engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT status, EXTRACT(EPOCH FROM created_at), EXTRACT(EPOCH FROM finished_at) "
-                "FROM jobs WHERE id = ANY(:ids)"
-            ),
-            {"ids": ids},
-        ).all()
+    rows = stack.job_times(ids)
     stats = _robot(stack, "/_sim/stats")
     completed = [r for r in rows if r[0] == "completed"]
     last = max(float(r[2]) for r in completed) if completed else time.time()

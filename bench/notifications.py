@@ -32,15 +32,6 @@ NAME = "notifications"
 SECRET = "whsec_" + base64.b64encode(b"bench-notify-secret-0123456789abc").decode()
 
 
-def _finished_at(stack: Stack, ids: list[str]) -> dict[str, float]:
-    with stack.engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, EXTRACT(EPOCH FROM finished_at) FROM jobs WHERE id = ANY(:ids)"),
-            {"ids": ids},
-        ).all()
-    return {row[0]: float(row[1]) for row in rows if row[1] is not None}
-
-
 def _latencies(stack: Stack, receiver: Receiver, ids: list[str]) -> dict[str, Any]:
     wait_until(
         lambda: all(receiver.delivered(job_id) for job_id in ids),
@@ -48,7 +39,7 @@ def _latencies(stack: Stack, receiver: Receiver, ids: list[str]) -> dict[str, An
         "every job.finished at the receiver",
         interval=0.25,
     )
-    finished = _finished_at(stack, ids)
+    finished = stack.finished_at(ids)
     arrivals = {job_id: receiver.delivered(job_id) for job_id in ids}
     values = [(arrivals[j].wall - finished[j]) * 1000 for j in ids if j in finished]  # type: ignore[union-attr]
     return {

@@ -119,14 +119,8 @@ def _orchestrator(
         if len(still) != len(pending):
             progress = time.monotonic()
         pending = still
+    rows = stack.job_times(ids)
     with stack.engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT status, EXTRACT(EPOCH FROM created_at), EXTRACT(EPOCH FROM finished_at) "
-                "FROM jobs WHERE id = ANY(:ids)"
-            ),
-            {"ids": ids},
-        ).all()
         items_ok = conn.execute(
             text("SELECT count(*) FROM items WHERE job_id = ANY(:ids) AND status = 'success'"),
             {"ids": ids},
