@@ -39,7 +39,9 @@ def verify_callback(
     ``master_secrets`` is the current master secret first, then the previous ones still
     accepted (CONTRACT §9, rotation): the callback holds when it is signed with the job's
     secret derived from any of them. The verifier cache is keyed by master secret and job,
-    so a rotation never reuses a verifier of another secret.
+    so a rotation never reuses a verifier of another secret. The signature is over ``body``
+    exactly as received, whatever its bytes (standardwebhooks ≥ 1.3 verifies bytes that are not
+    UTF-8 too): whether they are JSON is the caller's next check.
     """
     if isinstance(master_secrets, str):
         raise TypeError("master_secrets is a sequence of secrets, not one string")

@@ -13,9 +13,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads_strict(raw: bytes) -> Any:
-    """Return the parsed body, or raise a 400 ApiError for anything that is not plain JSON."""
+    """Return the parsed body, or raise a 400 ApiError for anything that is not plain JSON.
+
+    JSON between systems is UTF-8 (RFC 8259 §8.1): the bytes are decoded as UTF-8 (a leading
+    byte order mark ignored), never guessed as UTF-16 or UTF-32 as ``json.loads`` does for bytes.
+    """
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw.decode("utf-8-sig"), parse_constant=_reject_constant)
         # Lone surrogates parse, but no database can store them.
         json.dumps(body, ensure_ascii=False).encode()
     except (ValueError, RecursionError, UnicodeError):
