@@ -45,7 +45,11 @@ _tracer: Any = None
 
 def configured() -> bool:
     """Tell whether the environment switches traces on (an OTLP endpoint is set)."""
-    return any(os.environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+    env = os.environ
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    )
 
 
 def enabled() -> bool:

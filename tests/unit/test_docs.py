@@ -31,7 +31,17 @@ CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
 # its bad samples are not reads.
 SCANNED = ("orchestrator", "webapp", "migrations", "bench", "tests", "celeryconfig.py")
 # Read by programs the Procfile runs rather than by this code; documented all the same.
-READ_BY_OTHERS = {"FLOWER_BASIC_AUTH"}
+READ_BY_OTHERS = {
+    "FLOWER_BASIC_AUTH",
+    # The OpenTelemetry SDK's and instrumentations' own (orchestrator/tracing.py).
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_PYTHON_FLASK_EXCLUDED_URLS",
+}
 # Read by the code, but not configuration: the system's own, or a value one test process
 # hands to another.
 NOT_CONFIGURATION = {"PATH", "HOME", "FAULT_HOOK_DIR"}
