@@ -136,3 +136,50 @@ def test_the_sdk_reads_the_standard_variables(receiver):
         ON, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SERVICE_NAME="shop-orchestrator"
     )
     assert {s.service for s in receiver.all()} == {"shop-orchestrator"}
+
+
+STORED = """
+import json, sys
+from orchestrator import lifecycle, submission, tracing
+from orchestrator.config import settings_from_mapping
+from orchestrator.db import session_scope
+from orchestrator.migrate import upgrade
+url = sys.argv[1]
+upgrade(url)
+tracing.init_tracing("web")
+from opentelemetry import trace
+tracer = trace.get_tracer("test")
+with tracer.start_as_current_span("submit"):
+    with session_scope(url) as session:
+        job = lifecycle.create_job(session, [{"orderId": "A", "pedidoInput": {}}])
+        job.trace_parent = tracing.current_traceparent()
+        job_id, parent = job.id, job.trace_parent
+with tracing.job_span("hand-off", job_id, database_url=url):
+    pass
+with tracing.job_span("housekeeping settle", "no-such-job", database_url=url):
+    pass
+settings = settings_from_mapping({"database_url": url})
+with tracer.start_as_current_span("resubmit"):
+    try:
+        submission.resubmit_job(settings, None, job_id)
+    except submission.JobNotFinal:
+        pass
+trace.get_tracer_provider().force_flush()
+print(json.dumps({"parent": parent}))
+"""
+
+
+def test_later_work_finds_the_job_s_trace_in_the_database(receiver, tmp_path):
+    url = f"sqlite:///{tmp_path / 'traces.db'}"
+    seen = run(
+        STORED.replace("sys.argv[1]", repr(url)), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
+    )
+    _version, trace_id, submit_id, _flags = seen["parent"].split("-")
+    spans = {s.name: s for s in receiver.all()}
+    # Work that knows only the job's id joins its trace through jobs.trace_parent.
+    assert (spans["hand-off"].trace_id, spans["hand-off"].parent_id) == (trace_id, submit_id)
+    # A job without one (unknown, or submitted with traces off): a span of its own.
+    assert spans["housekeeping settle"].parent_id == ""
+    # A resubmit request links to the old job's trace.
+    assert spans["resubmit"].trace_id != trace_id
+    assert spans["resubmit"].links == ((trace_id, submit_id),)
