@@ -46,6 +46,8 @@ RETRY_MS = 2000
 _EXTENSION = "orchestrator.live"
 
 _WAKE, _REREAD, _END = "wake", "reread", "end"
+# The key of streams woken by every announcement (the dashboard's job list).
+ANY_JOB = "*"
 
 
 class Stream:
@@ -131,7 +133,7 @@ class Hub:
             if job_ids is None:
                 streams = [s for group in self._streams.values() for s in group]
             else:
-                streams = [s for job_id in job_ids for s in self._streams.get(job_id, ())]
+                streams = [s for key in (*job_ids, ANY_JOB) for s in self._streams.get(key, ())]
         for stream in streams:
             stream.wake(why)
 
@@ -213,11 +215,11 @@ def fingerprint(data: str) -> str:
     return hashlib.blake2b(data.encode(), digest_size=8).hexdigest()
 
 
-def event_text(job: dict[str, Any]) -> tuple[str, str]:
-    """Return the event ``job`` for a job view, and its id."""
+def event_text(job: Any, name: str = "job") -> tuple[str, str]:
+    """Return the event (``job`` for a job view), and its id."""
     data = json.dumps(job, separators=(",", ":"))
     event_id = fingerprint(data)
-    return f"id: {event_id}\nevent: job\ndata: {data}\n\n", event_id
+    return f"id: {event_id}\nevent: {name}\ndata: {data}\n\n", event_id
 
 
 def is_final(job: dict[str, Any]) -> bool:
@@ -227,16 +229,18 @@ def is_final(job: dict[str, Any]) -> bool:
 def job_events(
     hub: Hub,
     stream: Stream,
-    read: Callable[[], dict[str, Any] | None],
-    first: dict[str, Any],
+    read: Callable[[], Any],
+    first: Any,
     keepalive_seconds: float,
     reread_seconds: float,
+    name: str = "job",
+    final: Callable[[Any], bool] = is_final,
 ) -> Iterator[str]:
-    """Yield the stream's text: the job now, then each different state until a final one."""
+    """Yield the stream's text: the state now, then each different state until a final one."""
     try:
-        text, _ = event_text(first)
+        text, _ = event_text(first, name)
         yield f"retry: {RETRY_MS}\n{text}"
-        if is_final(first):
+        if final(first):
             return
         last = first
         now = time.monotonic()
@@ -263,10 +267,10 @@ def job_events(
                     return
                 if job != last:
                     last = job
-                    text, _ = event_text(job)
+                    text, _ = event_text(job, name)
                     next_comment = time.monotonic() + keepalive_seconds
                     yield text
-                    if is_final(job):
+                    if final(job):
                         return
             if time.monotonic() >= next_comment:
                 next_comment = time.monotonic() + keepalive_seconds
@@ -283,7 +287,9 @@ def stream_response(
     job_id: str,
     environ: dict[str, Any],
     last_event_id: str | None,
-    read: Callable[[], dict[str, Any] | None],
+    read: Callable[[], Any],
+    name: str = "job",
+    final: Callable[[Any], bool] = is_final,
 ) -> Response | None:
     """Answer the stream of a job; None when there is no such job (the caller answers 404).
 
@@ -302,7 +308,7 @@ def stream_response(
     if first is None:
         hub.close(stream)
         return None
-    if is_final(first) and last_event_id == event_text(first)[1]:
+    if final(first) and last_event_id == event_text(first, name)[1]:
         hub.close(stream)
         return Response(status=204)
     if sock is not None:
@@ -311,12 +317,23 @@ def stream_response(
             sock.settimeout(WRITE_TIMEOUT_SECONDS)
     settings = state.settings
     body = job_events(
-        hub, stream, read, first, settings.live_keepalive_seconds, settings.live_reread_seconds
+        hub,
+        stream,
+        read,
+        first,
+        settings.live_keepalive_seconds,
+        settings.live_reread_seconds,
+        name,
+        final,
     )
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def never_final(_state: Any) -> bool:
+    return False
 
 
 def reader(state: Orchestrator, job_id: str) -> Callable[[], dict[str, Any] | None]:
