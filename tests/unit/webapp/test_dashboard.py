@@ -819,9 +819,7 @@ def _first_event(response) -> dict:
     raise AssertionError("no event")
 
 
-def test_the_job_page_and_the_list_have_session_authenticated_event_streams(
-    client, signed_in, app
-):
+def test_the_job_page_and_the_list_have_session_authenticated_event_streams(client, signed_in, app):
     job_id = _submit(signed_in)
     list_html = signed_in.get("/dashboard/").get_data(as_text=True)
     assert 'data-events="/dashboard/live/events"' in list_html
