@@ -116,8 +116,8 @@ class MeasuredStream:
             for line in self.answer.iter_lines(chunk_size=None, decode_unicode=True):
                 if line.startswith("data: "):
                     self.events.put((time.perf_counter(), json.loads(line[6:])))
-        except requests.RequestException:
-            pass
+        except (requests.RequestException, AttributeError, ValueError):
+            pass  # closed by close(): the measurement moved on
 
     def until(self, check: Any, timeout: float = 30) -> float:
         deadline = time.monotonic() + timeout
