@@ -34,6 +34,10 @@ class IdempotencyInProgress(Exception):
     """A request with this key is still being created."""
 
 
+class IdempotencyJobDeleted(Exception):
+    """The key's job was deleted (retention) while the key lives on: nothing is created."""
+
+
 @dataclass(frozen=True)
 class Submitted:
     job: Job
@@ -119,7 +123,12 @@ def _earlier(session: Any, token_digest: str, key: str, digest: str) -> Job | No
         return None
     if row.request_digest != digest:
         raise IdempotencyConflict(key)
-    return session.get(Job, row.job_id)
+    # The key outlives its job (CONTRACT §3): a repeat whose job retention deleted must
+    # not create it again (that would dispatch the orders a second time).
+    job = None if row.job_id is None else session.get(Job, row.job_id)
+    if job is None:
+        raise IdempotencyJobDeleted(key)
+    return job
 
 
 class JobNotFinal(Exception):

@@ -16,6 +16,7 @@ from orchestrator import lifecycle, queries
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     Submitted,
@@ -72,7 +73,9 @@ def _require_object(body: Any) -> dict[str, Any]:
 
 @contextmanager
 def _idempotency_errors() -> Iterator[None]:
-    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress."""
+    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress
+    or once the key's job was deleted (retention: the key lives on, the job is not made again).
+    """
     try:
         yield
     except IdempotencyConflict:
@@ -87,6 +90,13 @@ def _idempotency_errors() -> Iterator[None]:
             409,
             "a request with this Idempotency-Key is still in progress",
             "idempotency_in_progress",
+        ) from None
+    except IdempotencyJobDeleted:
+        raise ApiError(
+            409,
+            "the job this Idempotency-Key created was deleted (retention); "
+            "nothing was created: use a new key to submit these orders again",
+            "idempotency_job_deleted",
         ) from None
 
 

@@ -34,6 +34,7 @@ from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     resubmit_job,
@@ -333,6 +334,9 @@ def resubmit(job_id: str) -> ResponseReturnValue:
     except IdempotencyInProgress:
         flash("This resubmit is still being created; wait a moment.", "error")
         return back
+    except IdempotencyJobDeleted:
+        flash("This form's job was deleted since (retention); choose again.", "error")
+        return back
     if result.created:
         count = len(result.job.items)
         flash(f"Resubmitted {_orders(count)} of job {job_id[:8]} as this new job.")
@@ -520,6 +524,9 @@ def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> Respons
         return _submit_form(uuid.uuid4().hex, text, problems)
     except IdempotencyInProgress:
         return _submit_form(submission, text, ["This batch is still being created; wait."])
+    except IdempotencyJobDeleted:
+        problems = ["This form's job was deleted since (retention); it is reset: submit again."]
+        return _submit_form(uuid.uuid4().hex, text, problems)
     if result.created:
         flash(f"Job submitted: {_orders(len(orders))}.")
     else:
