@@ -31,6 +31,7 @@ from orchestrator.robot_events import (
 )
 from orchestrator.signing import SignatureError, signs_for_job, verify_callback
 
+from . import bind_url_job
 from .errors import ApiError
 from .jsonbody import loads_strict
 from .schemas import EVENT_DATA_SCHEMAS, EventSchema
@@ -114,6 +115,7 @@ def receive_event(job_id: str) -> ResponseReturnValue:
         check_callback_limit(job_id, signed=False)  # their own bucket: 429 past it
         raise _bad_signature() from None
     check_callback_limit(job_id, signed=True)
+    bind_url_job()  # signed for this id: its lines may name it
     webhook_id = request.headers["webhook-id"]
     if len(webhook_id) > 255:
         raise ApiError(422, "webhook-id is too long", details={"webhook-id": ["at most 255"]})

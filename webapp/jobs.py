@@ -26,6 +26,7 @@ from orchestrator.submission import (
     submit_job,
 )
 
+from . import bind_url_job
 from .auth import require_token
 from .errors import ApiError
 from .jsonbody import loads_strict
@@ -34,6 +35,7 @@ from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 bp.before_request(require_token)
+bp.before_request(bind_url_job)  # after the token is checked
 
 _submit_schema = SubmitSchema()
 _list_schema = ListQuerySchema()

@@ -42,6 +42,7 @@ from orchestrator.submission import (
 )
 from orchestrator.text import has_unsafe_characters
 
+from .. import bind_url_job
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -71,7 +72,10 @@ def _guard() -> ResponseReturnValue | None:
     """CSRF on every form post; a signed-in person for everything but login and static files."""
     if request.method == "POST":
         login.check_csrf()
-    if request.endpoint in _OPEN_ENDPOINTS or login.signed_in_user():
+    if request.endpoint in _OPEN_ENDPOINTS:
+        return None
+    if login.signed_in_user():
+        bind_url_job()  # signed in: the job its URL names may mark its log lines
         return None
     if request.endpoint and request.endpoint.startswith("dashboard.live_"):
         abort(401)  # the page's script reloads, which leads to the login page

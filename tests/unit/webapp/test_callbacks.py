@@ -665,3 +665,18 @@ def test_tracking_numbers_and_errors_that_could_spoof_the_screen_are_422(robot, 
     }
     assert robot.post(failed).status_code == 422
     assert robot.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type": "robot.heartbeat", "data": {"load": 1e400}}',
+        '{"type": "robot.batch.failed", "data": {"error": "no", "extra": -1e999}}',
+        '{"type": "robot.heartbeat", "data": {"n": 1' + "0" * 400 + "}}",
+    ],
+)
+def test_row5_a_number_no_double_holds_is_422_and_stores_nothing(robot, raw):
+    """It was stored as ``Infinity`` on SQLite; PostgreSQL refused it (a 500)."""
+    before = robot.snapshot()
+    assert_error(robot.post(raw), 422, "validation_failed")
+    assert robot.snapshot() == before

@@ -322,6 +322,47 @@ def test_submit_answers_202_with_the_job_and_starts_it_after_commit(
     assert client.get(f"/api/jobs/{job['id']}", headers=auth).get_json() == job
 
 
+# --- numbers no double holds (CONTRACT §3: 1e400 is a 422) ---
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ('{"x": 1e400}', "orders.0.pedidoInput.x"),
+        ('{"x": -1e400}', "orders.0.pedidoInput.x"),
+        ('{"a": {"b": [0, 2E+999]}}', "orders.0.pedidoInput.a.b.1"),
+        ('{"x": 1' + "0" * 400 + "}", "orders.0.pedidoInput.x"),
+    ],
+)
+def test_a_number_that_does_not_fit_a_double_is_422_and_stores_nothing(
+    database_url, make_settings, fake_redis, started, raw, path
+):
+    """On SQLite it was stored as ``Infinity`` (not JSON); on PostgreSQL the insert failed."""
+    app = unit_app(make_settings, database_url)
+    client, auth = app.test_client(), {"Authorization": f"Bearer {API_TOKEN}"}
+    body = '{"orders": [{"orderId": "F", "pedidoInput": ' + raw + "}]}"
+    details = assert_error(submit(client, auth, raw=body), 422)
+    assert list(details) == [path]
+    assert started.job_ids == [] and _job_count(database_url) == 0
+
+
+def test_the_largest_double_is_accepted(client, auth):
+    answer = submit(
+        client, auth, raw='{"orders": [{"orderId": "F", "pedidoInput": {"x": 1.7e308}}]}'
+    )
+    assert answer.status_code == 202
+
+
+def test_submit_schema_refuses_a_number_no_double_holds():
+    """The same rule for orders handed over already parsed (the library, the dashboard)."""
+    errors = SubmitSchema().validate(
+        {"orders": [{"orderId": "F", "pedidoInput": {"x": float("inf"), "y": 10**400}}]}
+    )
+    assert errors == {
+        "orders": {0: {"pedidoInput": ["a number does not fit a double (64-bit float) at x, y"]}}
+    }
+
+
 # --- idempotency ---
 
 
