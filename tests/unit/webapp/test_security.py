@@ -11,8 +11,9 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
-from orchestrator import logs
+from orchestrator import lifecycle, logs
 from orchestrator.config import ConfigError, load_settings
+from orchestrator.db import session_scope
 from orchestrator.signing import job_callback_secret
 from webapp import create_app, security
 from webapp.security import Limit, parse_limit
@@ -76,12 +77,16 @@ def _signed(app, job_id: str, body: str) -> dict[str, str]:
 
 
 def _job(client) -> dict:
+    """A job whose dispatch is claimed (as a worker would): the robot's callbacks are for it."""
     answer = client.post(
         "/api/jobs",
         json={"orders": [{"orderId": "A", "pedidoInput": {}}]},
         headers={"Authorization": "Bearer b"},
     )
     assert answer.status_code == 202, answer.text
+    settings = client.application.extensions["orchestrator"].settings
+    with session_scope(settings.database_url) as session:
+        assert lifecycle.claim_dispatch(session, answer.get_json()["id"], settings) is not None
     return answer.get_json()
 
 
@@ -333,7 +338,7 @@ def test_a_job_id_marks_log_lines_only_once_the_request_is_authenticated(
         data="{}",
         headers=_signed(limited_app, job["id"], "{}"),
     )
-    assert signed.status_code == 409  # never dispatched; but the signature held for this id
+    assert signed.status_code == 422  # not an event; but the signature held for this id
     known = client.get(f"/api/jobs/{job['id']}", headers={"Authorization": "Bearer b"})
     assert known.status_code == 200
     assert bound == [job["id"], job["id"]]
