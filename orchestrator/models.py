@@ -114,6 +114,9 @@ class Job(Base):
     # Set when a dispatch claim found no free slot (or a pause) and the chain stopped: the
     # hand-off re-sends only such jobs, never a chain that is still on its way.
     parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The W3C traceparent of the submit request's span (traces on): later work joins or links
+    # to the job's trace from it (orchestrator.tracing). NULL with traces off.
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
     # Which master secret the job's dispatch was claimed under (signing.secret_fingerprint,
     # never the secret): its callbacks verify with that one only (CONTRACT §9). NULL for a
     # job not yet claimed, and for jobs claimed before the column existed.

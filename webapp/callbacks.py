@@ -18,12 +18,12 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from orchestrator import metrics
+from orchestrator import metrics, tracing
 from orchestrator.models import Item
 from orchestrator.robot_events import (
     BATCH_EVENTS,
-    CALLBACK_FACTS,
     ITEM_EVENTS,
+    JOB_FOR_CALLBACK,
     Outcome,
     UnknownItem,
     apply_event,
@@ -134,7 +134,7 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     if "\x00" in job_id:
         raise ApiError(404, f"no job with id {job_id!r}")
     with state.session() as session:
-        job = session.connection().execute(CALLBACK_FACTS, {"the_job": job_id}).first()
+        job = session.connection().execute(JOB_FOR_CALLBACK, {"the_job": job_id}).first()
         if job is None:
             raise ApiError(404, f"no job with id {job_id!r}")
         claimed = job.dispatched_at is not None
@@ -147,6 +147,8 @@ def receive_event(job_id: str) -> ResponseReturnValue:
                 "not_dispatched",
             )
         job_status = job.status
+        # This request's span links to the job's trace (CONTRACT §9); off: one flag check.
+        tracing.link_to(job.trace_parent)
         if problem is not None:
             raise problem
         try:

@@ -72,12 +72,38 @@ def test_deleting_the_old_job_sets_resubmit_of_null_and_keeps_the_new_job(databa
         assert [item.order_id for item in session.scalars(select(Item))] == ["ORD-1"]
 
 
-def test_0005_keeps_every_key_and_deleting_a_job_leaves_its_key(database_url):
-    """Migration 0005 rebuilds idempotency_keys (SQLite): its rows stay, and from then on a
+# jobs.trace_parent (orchestrator.tracing): the migration that adds it.
+TRACE_PARENT = "0005"
+
+
+def test_trace_parent_comes_empty_for_existing_jobs_and_goes_without_losing_them(database_url):
+    down = ScriptDirectory.from_config(alembic_config(database_url)).get_revision(TRACE_PARENT)
+    assert isinstance(down.down_revision, str)
+    job_id = new_job(database_url)
+    dispose_all()
+    downgrade(database_url, down.down_revision)
+    assert "trace_parent" not in columns(database_url)
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 1
+    engine.dispose()
+
+    upgrade(database_url)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.trace_parent is None  # a job from before: none
+        job.trace_parent = traceparent
+    with session_scope(database_url) as session:
+        assert session.scalar(select(Job.trace_parent).where(Job.id == job_id)) == traceparent
+
+
+def test_0006_keeps_every_key_and_deleting_a_job_leaves_its_key(database_url):
+    """Migration 0006 rebuilds idempotency_keys (SQLite): its rows stay, and from then on a
     deleted job leaves its key behind with job_id NULL (CONTRACT §3)."""
     kept, gone = new_job(database_url), new_job(database_url)
     dispose_all()
-    downgrade(database_url, "0004")
+    downgrade(database_url, TRACE_PARENT)
     engine = create_engine(database_url)
     with engine.begin() as conn:
         for job_id in (kept, gone):
