@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -13,7 +17,9 @@ from sqlalchemy import create_engine, text
 
 from orchestrator import db
 from orchestrator.config import Settings, settings_from_mapping
+from orchestrator.local.processes import private_redis
 from orchestrator.migrate import upgrade
+from tests import figures
 
 # Property-based and schema-driven tests (hypothesis, schemathesis) draw the same examples on
 # every run: derandomized, and no example database carried from one run to the next, so that
@@ -25,6 +31,46 @@ settings.register_profile(
     "fuzz", derandomize=False, database=None, print_blob=True, max_examples=400
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+
+# --- parallel runs (pytest-xdist) ---
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None:
+    """Give each xdist worker a private redis-server (``TEST_REDIS_PORT`` in its environment).
+
+    Every Redis database number a test uses is then its worker's own, whatever test of another
+    worker runs beside it. Started here, in the controller, before the workers exist: the
+    tests read the port when they are imported. A replacement for a crashed worker inherits
+    its spec, so its server too. Every server stops when the run ends.
+    """
+    log_dir = Path(tempfile.mkdtemp(prefix="pytest-redis-"))
+    config.add_cleanup(lambda: shutil.rmtree(log_dir, ignore_errors=True))
+    for n, spec in enumerate(specs):
+        (log_dir / str(n)).mkdir()
+        started = private_redis(log_dir / str(n))
+        if started is None:
+            raise pytest.UsageError("parallel runs (-n) need redis-server, one per worker")
+        url, process = started
+        config.add_cleanup(process.stop)
+        spec.env["TEST_REDIS_PORT"] = url.rsplit(":", 1)[1].split("/")[0]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its figures go to the controller
+        workeroutput["figures"] = list(figures.FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    figures.FIGURES.extend(getattr(node, "workeroutput", {}).get("figures", []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    figures.report(terminalreporter)
+
 
 PG_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -2,14 +2,12 @@
 
 Each scenario starts its own ``Rig`` (harness ``System`` plus probes) so that what one test
 breaks cannot leak into the next. Shared Redis: databases 1-4 only, flushed before and after.
-Measured figures are printed at the end of the run (and written as JSON to
-``$FAULTS_FIGURES`` when set); docs/reliability.md quotes them.
+Measured figures (``record``, tests/figures.py) are printed at the end of the run;
+docs/reliability.md quotes them.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +22,11 @@ import requests
 
 from tests import REDIS_PORT
 from tests.conftest import PG_ADMIN_URL, fresh_postgres_database
+from tests.figures import record  # noqa: F401 (the scenarios import it from here)
 from tests.integration.harness import API_TOKEN, System, orders
 
 from .tools import Db, RestartableRedis, TcpProxy, wait_until
 
-FIGURES: list[dict[str, Any]] = []
 SHARED_REDIS_DBS = (1, 2, 3, 4)
 _free_dbs = list(SHARED_REDIS_DBS)
 _db_lock = threading.Lock()
@@ -153,23 +151,6 @@ def rig(
         stack.callback(system.stop)
         system.start(names)
         yield Rig(system, probe, log_dir, url, private, proxy)
-
-
-def record(scenario: str, **figures: Any) -> None:
-    """Keep a measured figure for the end-of-run summary and docs/reliability.md."""
-    FIGURES.append({"scenario": scenario, **figures})
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not FIGURES:
-        return
-    terminalreporter.section("fault suite: measured figures")
-    for row in FIGURES:
-        rest = ", ".join(f"{k}={v}" for k, v in row.items() if k != "scenario")
-        terminalreporter.write_line(f"{row['scenario']}: {rest}")
-    target = os.environ.get("FAULTS_FIGURES")
-    if target:
-        Path(target).write_text(json.dumps(FIGURES, indent=2) + "\n")
 
 
 @pytest.fixture

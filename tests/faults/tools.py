@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -424,7 +425,11 @@ class HostNetwork:
         self.tag = uuid.uuid4().hex[:6]
         self.bridge = f"ob{self.tag}"
         used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-        third = next(n for n in range(1, 255) if f" 10.213.{n}." not in used)
+        # Parallel workers (pytest-xdist) look from different places: never the same /24.
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+        start = 1 + worker * 16 % 254
+        order = [*range(start, 255), *range(1, start)]
+        third = next(n for n in order if f" 10.213.{n}." not in used)
         self.prefix = f"10.213.{third}"
         self.gateway = f"{self.prefix}.1"
         self.hosts = list(hosts)

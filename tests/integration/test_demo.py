@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from orchestrator.local.processes import ROOT, free_port, wait_until
+from tests import REDIS_PORT
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,7 @@ def test_make_run_serves_until_a_signal_then_stops_everything(tmp_path, sig):
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
-        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/13",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
         "PORT": str(free_port()),
     }

@@ -40,7 +40,7 @@ PRODUCT = ("orchestrator", "webapp", "migrations", "celeryconfig.py")
 READ_BY_OTHERS = ("FLOWER_BASIC_AUTH", "OTEL_")
 # Read by the code, but not configuration: the system's own, or a value one test process
 # hands to another.
-NOT_CONFIGURATION = {"PATH", "HOME", "FAULT_HOOK_DIR"}
+NOT_CONFIGURATION = {"PATH", "HOME", "FAULT_HOOK_DIR", "PYTEST_XDIST_WORKER"}
 
 # A documented variable: a backticked name in a table row's first cell; `<N>` (any upper-case
 # word in angle brackets) stands for a part built from a name, e.g. `ROBOT_<N>_URL`.
