@@ -202,7 +202,10 @@ def test_a_stream_without_a_valid_token_is_401_json(client, headers):
     assert response.get_json()["error"]["code"] == "unauthorized"
 
 
-@pytest.mark.parametrize("job_id", ["no-such-job", str(uuid.uuid4()), "nul\x00byte"])
+# Ids the same in every process (pytest-xdist compares them): not the random one.
+@pytest.mark.parametrize(
+    "job_id", ["no-such-job", str(uuid.uuid4()), "nul\x00byte"], ids=["name", "uuid", "nul"]
+)
 def test_the_stream_of_an_unknown_job_is_404_json(app, client, job_id):
     response = client.get(f"/api/jobs/{job_id}/stream", headers=AUTH)
     assert response.status_code == 404
