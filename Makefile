@@ -32,10 +32,9 @@ run: $(STAMP)
 	$(BIN)/python -m orchestrator.local.demo --run
 
 ## The whole suite: lint, unit tests (SQLite and PostgreSQL), integration tests on real processes,
-## the fault suite; in PYTEST_WORKERS processes (pytest-xdist, each with a redis-server of its
-## own; a test module stays on one worker, so its running stack serves all its tests).
-## PYTEST_WORKERS=0: one process, on the Redis of TEST_REDIS_PORT.
-PYTEST_WORKERS ?= 2
+## the fault suite. PYTEST_WORKERS=2: in two processes (pytest-xdist, each with a redis-server of
+## its own; a test module stays on one worker, so its running stack serves all its tests).
+PYTEST_WORKERS ?= 0
 test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope
 
