@@ -63,7 +63,7 @@ class Settings:
     # With ROBOTS set: the robots it names, in its order; empty: one robot, ``default``,
     # built from the unprefixed ROBOT_* settings above (``robots``).
     several_robots: tuple[RobotSettings, ...] = ()
-    # Not in the contract: operational knobs with safe defaults (README, "Operations").
+    # Not in the contract: operational knobs with safe defaults (docs/configuration.md).
     # 5 s: a pause's `until` and the silence timeout act within 20 s of their time (§7) with
     # room for a slow tick; the hand-off's safety net runs as often.
     housekeeping_interval_seconds: float = 5.0
