@@ -206,6 +206,10 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
 
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
+        "/api/robots",
+        "/api/robots/{name}",
+        "/api/robots/{name}/pause",
+        "/api/robots/{name}/resume",
         "/api/jobs",
         "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/cancel",
