@@ -116,6 +116,9 @@ class Job(Base):
     parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The robot that must process the job (CONTRACT §11); ``default`` with one robot.
     robot: Mapped[str] = mapped_column(String(40), default="default", server_default="default")
+    # The W3C traceparent of the submit request's span (traces on): later work joins or links
+    # to the job's trace from it (orchestrator.tracing). NULL with traces off.
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
 
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.position")
 

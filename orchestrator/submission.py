@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import lifecycle, queries
+from . import lifecycle, queries, tracing
 from .config import Settings
 from .db import session_factory
 from .logs import job_context
@@ -87,6 +87,8 @@ def submit_job(
         job = lifecycle.create_job(
             session, orders, priority=priority, resubmit_of=resubmit_of, robot=robot
         )
+        # The submit request's span is the root of the job's trace (None with traces off).
+        job.trace_parent = tracing.current_traceparent()
         if idempotency_key is not None:
             session.flush()  # the key row refers to the job row: insert the job first
             session.add(
@@ -219,6 +221,8 @@ def resubmit_job(
             if earlier is not None:
                 return Submitted(earlier, created=False)
         job = lifecycle.get_job(session, job_id)
+        # The new job's trace starts at this request; it links to the old job's.
+        tracing.link_to(job.trace_parent)
         if job.status not in FINAL_JOB_STATUSES:
             raise JobNotFinal(job_id, job.status)
         items = queries.job_items(session, job_id)
