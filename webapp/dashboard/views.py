@@ -34,6 +34,7 @@ from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     resubmit_job,
@@ -41,6 +42,7 @@ from orchestrator.submission import (
 )
 from orchestrator.text import has_unsafe_characters
 
+from .. import bind_url_job, live
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -70,7 +72,10 @@ def _guard() -> ResponseReturnValue | None:
     """CSRF on every form post; a signed-in person for everything but login and static files."""
     if request.method == "POST":
         login.check_csrf()
-    if request.endpoint in _OPEN_ENDPOINTS or login.signed_in_user():
+    if request.endpoint in _OPEN_ENDPOINTS:
+        return None
+    if login.signed_in_user():
+        bind_url_job()  # signed in: the job its URL names may mark its log lines
         return None
     if request.endpoint and request.endpoint.startswith("dashboard.live_"):
         abort(401)  # the page's script reloads, which leads to the login page
@@ -237,6 +242,35 @@ def live_jobs() -> ResponseReturnValue:
     return render_template("dashboard/_jobs_live.html", **_list_context())
 
 
+def _newest_jobs() -> list[dict[str, Any]]:
+    """The newest page of jobs in brief: what the list's event stream compares."""
+    with orchestrator().session() as session:
+        jobs, _ = queries.page_of_jobs(session, None, PAGE_SIZE, None)
+        counts = queries.item_counts(session, [job.id for job in jobs])
+        return [{"id": job.id, "status": job.status, "counts": counts[job.id]} for job in jobs]
+
+
+@bp.get("/live/events")
+def live_jobs_events() -> ResponseReturnValue:
+    """Server-sent events ``jobs`` each time a job changes: the list page then fetches itself.
+
+    Woken by every job's announcement; it sends only when the newest page of jobs differs.
+    Jobs further down (older pages) are seen at their next refresh by hand.
+    """
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        orchestrator(),
+        live.ANY_JOB,
+        request.environ,
+        None,
+        _newest_jobs,
+        name="jobs",
+        final=live.never_final,
+    )
+    assert response is not None
+    return response
+
+
 # --- one job ---
 
 
@@ -286,6 +320,23 @@ def live_job(job_id: str) -> ResponseReturnValue:
     return render_template("dashboard/_job_live.html", **_job_context(job_id))
 
 
+@bp.get("/live/jobs/<job_id>/events")
+def live_job_events(job_id: str) -> ResponseReturnValue:
+    """The job's live stream (CONTRACT §13) for a signed-in person: the page then fetches itself."""
+    state = orchestrator()
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        live.reader(state, job_id),
+    )
+    if response is None:
+        abort(404, f"there is no job {job_id}")
+    return response
+
+
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
@@ -332,6 +383,9 @@ def resubmit(job_id: str) -> ResponseReturnValue:
         return back
     except IdempotencyInProgress:
         flash("This resubmit is still being created; wait a moment.", "error")
+        return back
+    except IdempotencyJobDeleted:
+        flash("This form's job was deleted since (retention); choose again.", "error")
         return back
     if result.created:
         count = len(result.job.items)
@@ -520,6 +574,9 @@ def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> Respons
         return _submit_form(uuid.uuid4().hex, text, problems)
     except IdempotencyInProgress:
         return _submit_form(submission, text, ["This batch is still being created; wait."])
+    except IdempotencyJobDeleted:
+        problems = ["This form's job was deleted since (retention); it is reset: submit again."]
+        return _submit_form(uuid.uuid4().hex, text, problems)
     if result.created:
         flash(f"Job submitted: {_orders(len(orders))}.")
     else:

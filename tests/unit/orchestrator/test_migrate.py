@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestrator import lifecycle
 from orchestrator.db import dispose_all, session_scope
 from orchestrator.migrate import alembic_config, downgrade, upgrade
-from orchestrator.models import Item, Job
+from orchestrator.models import IdempotencyKey, Item, Job
 
 
 def before_0004(url: str) -> str:
@@ -99,7 +99,7 @@ def test_trace_parent_comes_empty_for_existing_jobs_and_goes_without_losing_them
 
 
 # jobs.robot and one dispatch control row per robot (CONTRACT §11).
-ROBOTS_MIGRATION = "0006"
+ROBOTS_MIGRATION = "0007"
 
 
 def test_existing_jobs_and_the_pause_belong_to_default_after_the_robots_migration(database_url):
@@ -124,3 +124,31 @@ def test_existing_jobs_and_the_pause_belong_to_default_after_the_robots_migratio
         assert session.scalar(select(Job.robot).where(Job.id == "old-job")) == "default"
         row = session.execute(text("SELECT robot, paused, paused_reason FROM dispatch_control"))
         assert [tuple(r) for r in row] == [("default", True, "kept")]
+
+
+def test_0006_keeps_every_key_and_deleting_a_job_leaves_its_key(database_url):
+    """Migration 0006 rebuilds idempotency_keys (SQLite): its rows stay, and from then on a
+    deleted job leaves its key behind with job_id NULL (CONTRACT §3)."""
+    kept, gone = new_job(database_url), new_job(database_url)
+    dispose_all()
+    downgrade(database_url, TRACE_PARENT)
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        for job_id in (kept, gone):
+            conn.execute(
+                text(
+                    "INSERT INTO idempotency_keys (token_digest, key, request_digest, job_id,"
+                    " created_at) VALUES ('t', :key, 'd', :job, CURRENT_TIMESTAMP)"
+                ),
+                {"key": f"key-{job_id}", "job": job_id},
+            )
+    engine.dispose()
+
+    upgrade(database_url)
+    with session_scope(database_url) as session:
+        session.execute(delete(Job).where(Job.id == gone))
+    with session_scope(database_url) as session:
+        keys = dict(session.execute(select(IdempotencyKey.key, IdempotencyKey.job_id)).all())
+        assert keys == {f"key-{kept}": kept, f"key-{gone}": None}
+        assert session.get(Job, kept).callback_key is None  # claimed before: no fingerprint
+        assert len(session.scalars(select(Item)).all()) == 1
