@@ -191,7 +191,7 @@ def init_app(app: Flask) -> None:
 
 
 # The bearer-token routes that share the API's limit.
-API_ROUTES = ("/api/jobs", "/api/dispatch", "/api/notifications")
+API_ROUTES = ("/api/jobs", "/api/dispatch", "/api/notifications", "/api/audit")
 
 
 def orchestrator_settings(app: Flask) -> Settings:

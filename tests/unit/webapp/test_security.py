@@ -213,6 +213,7 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
         "/api/dispatch",
         "/api/dispatch/pause",
         "/api/dispatch/resume",
+        "/api/audit",
         "/api/robot/jobs/{job_id}/events",
         "/api/notifications",
         "/api/notifications/{notification_id}/redeliver",
