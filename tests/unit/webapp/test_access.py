@@ -476,3 +476,29 @@ def test_notifications_carry_created_by(client, sqlite_url) -> None:
             )
         )
     assert payload["createdBy"] == "shop"
+
+
+def test_named_tokens_are_found_in_constant_time(monkeypatch) -> None:
+    from orchestrator.config import parse_api_tokens
+    from webapp import auth
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = auth.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    tokens = parse_api_tokens(("a:read:first-token", "second-token", "c:operate:third-token"))
+    for presented, name in (
+        ("first-token", "a"),  # found at once: every entry is still compared
+        ("third-token", "c"),
+        ("a:read:first-token", None),  # the entry's text is not its token
+        ("first-tokeX", None),
+    ):
+        calls.clear()
+        found = auth.find_token(presented, tokens)
+        assert (found.name if found else None) == name
+        assert len(calls) == len(tokens)
+        assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
