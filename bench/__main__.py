@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         default="redis",
         help="the Celery broker: Redis (default) or a private RabbitMQ node per benchmark",
     )
+    parser.add_argument(
+        "--traces",
+        action="store_true",
+        help="web, worker and beat export traces to a stand-in OTLP/HTTP collector",
+    )
     parser.add_argument("--out", help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
     modules = []
@@ -59,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         add_output(args.out)
     common.set_broker(args.broker)
+    common.set_traces(args.traces)
     broken = 0
     started = time.monotonic()
     for module_name in modules:

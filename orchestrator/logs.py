@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -19,6 +19,16 @@ from datetime import UTC, datetime
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _job_id: ContextVar[str | None] = ContextVar("orchestrator_job_id", default=None)
+
+# The current span's (traceId, spanId), set by ``tracing`` when traces are on; None: off,
+# and no line pays more than this one check.
+_trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
+
+def set_trace_ids(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Give JSON lines the current span's ids from ``source`` (tracing's, once it is on)."""
+    global _trace_ids
+    _trace_ids = source
 
 
 @contextmanager
@@ -55,7 +65,8 @@ class JobIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, pid, jobId, exception."""
+    """One JSON object per line: time, level, logger, message, pid, jobId, traceId, spanId,
+    exception (traceId and spanId with traces on, inside a span)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -68,6 +79,10 @@ class JsonFormatter(logging.Formatter):
         job_id = getattr(record, "jobId", None)
         if job_id is not None:
             line["jobId"] = job_id
+        if _trace_ids is not None:
+            ids = _trace_ids()
+            if ids is not None:
+                line["traceId"], line["spanId"] = ids
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

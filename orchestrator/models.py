@@ -114,6 +114,9 @@ class Job(Base):
     # Set when a dispatch claim found no free slot (or a pause) and the chain stopped: the
     # hand-off re-sends only such jobs, never a chain that is still on its way.
     parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The W3C traceparent of the submit request's span (traces on): later work joins or links
+    # to the job's trace from it (orchestrator.tracing). NULL with traces off.
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
     # The name of the API token (or dashboard user) that submitted it (CONTRACT §12); NULL
     # for jobs submitted before names were recorded.
     created_by: Mapped[str | None] = mapped_column(String(64))

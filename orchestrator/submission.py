@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, lifecycle, queries
+from . import audit, lifecycle, queries, tracing
 from .config import Settings
 from .db import session_factory
 from .logs import job_context
@@ -90,6 +90,8 @@ def submit_job(
         else:
             details = {"jobId": job.id, "itemIds": list(resubmitted_items), "priority": priority}
             audit.record(session, actor, "job.resubmitted", resubmit_of, details)
+        # The submit request's span is the root of the job's trace (None with traces off).
+        job.trace_parent = tracing.current_traceparent()
         if idempotency_key is not None:
             session.flush()  # the key row refers to the job row: insert the job first
             session.add(
@@ -196,6 +198,8 @@ def resubmit_job(
             if earlier is not None:
                 return Submitted(earlier, created=False)
         job = lifecycle.get_job(session, job_id)
+        # The new job's trace starts at this request; it links to the old job's.
+        tracing.link_to(job.trace_parent)
         if job.status not in FINAL_JOB_STATUSES:
             raise JobNotFinal(job_id, job.status)
         items = queries.job_items(session, job_id)

@@ -56,9 +56,15 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        # In the worker, after fork and after gevent's patch (the gevent worker patches, then
+        # loads the app): traces are set up here, never in the master (orchestrator.tracing).
+        from orchestrator import tracing
         from webapp import create_app
 
-        return create_app(self.settings)
+        tracing.init_tracing("web")
+        app = create_app(self.settings)
+        tracing.instrument_app(app)
+        return app
 
 
 def bind_host(settings: Settings) -> str:

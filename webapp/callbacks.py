@@ -17,12 +17,12 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from orchestrator import metrics
+from orchestrator import metrics, tracing
 from orchestrator.models import Item
 from orchestrator.robot_events import (
     BATCH_EVENTS,
     ITEM_EVENTS,
-    JOB_STATUS,
+    JOB_FOR_CALLBACK,
     Outcome,
     UnknownItem,
     apply_event,
@@ -126,9 +126,12 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     if "\x00" in job_id:
         raise ApiError(404, f"no job with id {job_id!r}")
     with state.session() as session:
-        job_status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
-        if job_status is None:
+        job_row = session.connection().execute(JOB_FOR_CALLBACK, {"the_job": job_id}).first()
+        if job_row is None:
             raise ApiError(404, f"no job with id {job_id!r}")
+        job_status = job_row.status
+        # This request's span links to the job's trace (CONTRACT §9); off: one flag check.
+        tracing.link_to(job_row.trace_parent)
         if problem is not None:
             raise problem
         try:

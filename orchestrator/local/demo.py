@@ -235,7 +235,8 @@ def run_forever(redis_mode: str = "auto", say: Say = _say) -> int:
             item_delay=0.5,
             settings={
                 "HOUSEKEEPING_INTERVAL_SECONDS": "5",
-                **{k: v for k, v in os.environ.items() if k.startswith("DASHBOARD_")},
+                # The dashboard's sign-in, and traces (docs/operations.md, "Traces").
+                **{k: v for k, v in os.environ.items() if k.startswith(("DASHBOARD_", "OTEL_"))},
             },
         )
         system.start(("robot", "web", "worker", "beat", "flower"), say)

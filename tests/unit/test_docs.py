@@ -7,7 +7,8 @@ is a defect), then run on the real tree:
   there names a variable something reads;
 * every route of the app's API is in the OpenAPI document that ``GET /openapi.json`` serves,
   and the document names no route the app lacks;
-* every internal link of README.md and docs/*.md points at a file (and heading) that exists.
+* every internal link of README.md, CHANGELOG.md, bench/README.md and docs/*.md points at a
+  file (and heading) that exists.
 """
 
 from __future__ import annotations
@@ -452,7 +453,8 @@ def test_the_link_check_fails_on_a_missing_file_or_heading(tmp_path):
 
 
 def test_every_internal_link_of_the_readme_and_docs_points_somewhere():
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "bench" / "README.md"]
+    pages += sorted((ROOT / "docs").glob("*.md"))
     assert len(pages) > 10
     assert broken_links(pages) == []
 

@@ -70,3 +70,57 @@ def test_deleting_the_old_job_sets_resubmit_of_null_and_keeps_the_new_job(databa
         kept = session.get(Job, new)
         assert kept is not None and kept.resubmit_of is None
         assert [item.order_id for item in session.scalars(select(Item))] == ["ORD-1"]
+
+
+# jobs.trace_parent (orchestrator.tracing): the migration that adds it.
+TRACE_PARENT = "0005"
+
+
+def test_trace_parent_comes_empty_for_existing_jobs_and_goes_without_losing_them(database_url):
+    down = ScriptDirectory.from_config(alembic_config(database_url)).get_revision(TRACE_PARENT)
+    assert isinstance(down.down_revision, str)
+    job_id = new_job(database_url)
+    dispose_all()
+    downgrade(database_url, down.down_revision)
+    assert "trace_parent" not in columns(database_url)
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 1
+    engine.dispose()
+
+    upgrade(database_url)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.trace_parent is None  # a job from before: none
+        job.trace_parent = traceparent
+    with session_scope(database_url) as session:
+        assert session.scalar(select(Job.trace_parent).where(Job.id == job_id)) == traceparent
+
+
+# audit_entries and jobs.created_by (CONTRACT §12): the migration that adds them.
+AUDIT_LOG = "0006"
+
+
+def test_created_by_comes_empty_for_existing_jobs_and_the_audit_table_goes_cleanly(database_url):
+    from orchestrator import audit
+    from orchestrator.models import AuditEntry
+
+    down = ScriptDirectory.from_config(alembic_config(database_url)).get_revision(AUDIT_LOG)
+    assert isinstance(down.down_revision, str)
+    job_id = new_job(database_url)
+    dispose_all()
+    downgrade(database_url, down.down_revision)
+    assert "created_by" not in columns(database_url)
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 1
+    engine.dispose()
+
+    upgrade(database_url)
+    with session_scope(database_url) as session:
+        assert session.get(Job, job_id).created_by is None  # a job from before names: none
+        audit.record(session, audit.SYSTEM, "dispatch.paused", "*", {"reason": "r"})
+    with session_scope(database_url) as session:
+        (entry,) = session.scalars(select(AuditEntry))
+        assert (entry.actor, entry.details, entry.outcome) == ("system", {"reason": "r"}, "ok")
