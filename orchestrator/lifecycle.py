@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
-from . import audit, dispatch_control, metrics, notifications
+from . import audit, dispatch_control, live, metrics, notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -234,6 +234,7 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
     if not conn.execute(_CLAIM, claim).rowcount:
         return None
     rows = sorted(conn.execute(_START_ITEMS, {"the_job": job_id, "now": now}).all())
+    live.changed(session, job_id)
     items = [{"itemId": r.id, "orderId": r.order_id, "pedidoInput": r.pedido_input} for r in rows]
     return DispatchTicket(job_id=job_id, deadline=deadline, items=items)
 
@@ -423,6 +424,7 @@ def _close(
         began = conn.scalar(_DISPATCHED_AT, {"the_job": job_id}) is not None
         item_status = ItemStatus.UNKNOWN if began else ItemStatus.ERROR
     conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
+    live.changed(session, job_id)
     notifications.record_job(session, notifications.JOB_FINISHED, job_id)
     log.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
     latency = (now - reported_at).total_seconds() if reported_at is not None else None

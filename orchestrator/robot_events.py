@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from . import notifications
+from . import live, notifications
 from .db import InsertOrSkip
 from .models import (
     FINAL_ITEM_STATUSES,
@@ -170,6 +170,7 @@ def apply_item_event(
     if not _record(conn, job_id, webhook_id, event_type, data, late, now):
         _read_item(conn, keys)  # the contract answers 422 before "duplicate"
         return EventResult(Outcome.DUPLICATE)
+    live.changed(session, job_id)  # a conflict rolls it back, and the announcement with it
     result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
     if event_type == ITEM_STARTED:
         if conn.scalar(_MARK_STARTED, keys) is None:
@@ -206,6 +207,7 @@ def apply_batch_event(
     late = status not in OPEN_JOB_STATUSES
     if not _record(conn, job_id, webhook_id, event_type, data, late, now):
         return EventResult(Outcome.DUPLICATE)
+    live.changed(session, job_id)  # a conflict rolls it back, and the announcement with it
     result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
     changed_any = False
     for entry in data.get("items") or []:

@@ -26,7 +26,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     from orchestrator.celery_app import create_celery
     from orchestrator.config import Settings, load_settings, settings_from_mapping
 
-    from . import access, dashboard, errors, openapi, security
+    from . import access, dashboard, errors, live, openapi, security
     from .state import Orchestrator
 
     if isinstance(config, Settings):
@@ -38,7 +38,8 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["orchestrator"] = Orchestrator(settings, create_celery(settings))
+    app.extensions["orchestrator"] = state = Orchestrator(settings, create_celery(settings))
+    live.init_app(app, state)  # the job streams' subscription, made by the first stream
     errors.init_app(app)
     init_job_logging(app)
     init_api(app)

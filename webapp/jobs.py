@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
@@ -24,6 +24,7 @@ from orchestrator.submission import (
     submit_job,
 )
 
+from . import live
 from .access import guard_api, request_actor
 from .errors import ApiError
 from .jsonbody import loads_strict
@@ -151,6 +152,23 @@ def _job_with_items(job_id: str) -> dict[str, Any]:
 @bp.get("/<job_id>")
 def read(job_id: str) -> ResponseReturnValue:
     return jsonify(_job_with_items(job_id))
+
+
+@bp.get("/<job_id>/stream")
+def stream(job_id: str) -> ResponseReturnValue:
+    """The job now, then each change until it is final, as server-sent events (§13)."""
+    state = orchestrator()
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        live.reader(state, job_id),
+    )
+    if response is None:
+        raise ApiError(404, f"no job with id {job_id!r}")
+    return response
 
 
 def _read_position(value: Any) -> tuple[datetime, str]:

@@ -481,6 +481,35 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         },
                     }
                 },
+                "/api/jobs/{job_id}/stream": {
+                    "get": {
+                        "operationId": "streamJob",
+                        "summary": "Follow a job live (server-sent events, CONTRACT §13)",
+                        "description": "Events `job` whose data is the job as readJob shows "
+                        "it: the job at once, then after each change, until the event that "
+                        "shows it final; then the stream closes. A comment line at least every "
+                        "15 s. Each event's `id` names the job state; a `Last-Event-ID` equal "
+                        "to the final state's id gets 204 (an EventSource stops reconnecting).",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            _job_id_parameter(),
+                            {
+                                "name": "Last-Event-ID",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string"},
+                            },
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "the event stream",
+                                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            },
+                            "204": {"description": "the client holds the final state already"},
+                            **_common_errors(401, 404, 503),
+                        },
+                    }
+                },
                 "/api/jobs/{job_id}/cancel": {
                     "post": {
                         "operationId": "cancelJob",

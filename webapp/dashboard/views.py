@@ -42,7 +42,7 @@ from orchestrator.submission import (
 )
 from orchestrator.text import has_unsafe_characters
 
-from .. import access
+from .. import access, live
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -279,6 +279,35 @@ def live_jobs() -> ResponseReturnValue:
     return render_template("dashboard/_jobs_live.html", **_list_context())
 
 
+def _newest_jobs() -> list[dict[str, Any]]:
+    """The newest page of jobs in brief: what the list's event stream compares."""
+    with orchestrator().session() as session:
+        jobs, _ = queries.page_of_jobs(session, None, PAGE_SIZE, None)
+        counts = queries.item_counts(session, [job.id for job in jobs])
+        return [{"id": job.id, "status": job.status, "counts": counts[job.id]} for job in jobs]
+
+
+@bp.get("/live/events")
+def live_jobs_events() -> ResponseReturnValue:
+    """Server-sent events ``jobs`` each time a job changes: the list page then fetches itself.
+
+    Woken by every job's announcement; it sends only when the newest page of jobs differs.
+    Jobs further down (older pages) are seen at their next refresh by hand.
+    """
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        orchestrator(),
+        live.ANY_JOB,
+        request.environ,
+        None,
+        _newest_jobs,
+        name="jobs",
+        final=live.never_final,
+    )
+    assert response is not None
+    return response
+
+
 # --- one job ---
 
 
@@ -327,6 +356,23 @@ def job_page(job_id: str) -> ResponseReturnValue:
 @bp.get("/live/jobs/<job_id>")
 def live_job(job_id: str) -> ResponseReturnValue:
     return render_template("dashboard/_job_live.html", **_job_context(job_id))
+
+
+@bp.get("/live/jobs/<job_id>/events")
+def live_job_events(job_id: str) -> ResponseReturnValue:
+    """The job's live stream (CONTRACT §13) for a signed-in person: the page then fetches itself."""
+    state = orchestrator()
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        live.reader(state, job_id),
+    )
+    if response is None:
+        abort(404, f"there is no job {job_id}")
+    return response
 
 
 @bp.post("/jobs/<job_id>/cancel")

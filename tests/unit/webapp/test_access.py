@@ -118,6 +118,8 @@ CALLS: dict[str, Call] = {
     "jobs.submit": Call("POST", "submit", lambda url: "/api/jobs", ORDERS, 202),
     "jobs.read": Call("GET", "read", lambda url: f"/api/jobs/{pending_job(url)}"),
     "jobs.list_jobs": Call("GET", "read", lambda url: "/api/jobs"),
+    # A final job: the stream sends one event and closes (CONTRACT §13).
+    "jobs.stream": Call("GET", "read", lambda url: f"/api/jobs/{cancelled_job(url)}/stream"),
     "jobs.cancel": Call("POST", "operate", lambda url: f"/api/jobs/{pending_job(url)}/cancel"),
     "jobs.resubmit": Call(
         "POST", "submit", lambda url: f"/api/jobs/{cancelled_job(url)}/resubmit", {}, 202

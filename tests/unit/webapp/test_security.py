@@ -209,6 +209,7 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
         "/api/jobs",
         "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/cancel",
+        "/api/jobs/{job_id}/stream",
         "/api/jobs/{job_id}/resubmit",
         "/api/dispatch",
         "/api/dispatch/pause",
