@@ -28,6 +28,7 @@ from .models import (
     UTCDateTime,
     utcnow,
 )
+from .signing import secret_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ _CLAIM = (
         status=JobStatus.PROCESSING.value,
         dispatched_at=bindparam("now"),
         deadline=bindparam("new_deadline"),
+        callback_key=bindparam("new_callback_key"),
     )
 )
 # Items change only after the dispatch, so at the claim every item is pending: one
@@ -230,7 +232,14 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
             log.info("job %s waits: %s", job_id, why_wait)
         return None
     deadline = compute_deadline(now, job.item_count, settings)
-    claim = {"the_job": job_id, "now": now, "new_deadline": deadline}
+    # The master secret the robot's callbacks will be verified with, recorded before any
+    # byte goes out: a robot may report before it answers the dispatch request (§9).
+    claim = {
+        "the_job": job_id,
+        "now": now,
+        "new_deadline": deadline,
+        "new_callback_key": secret_fingerprint(settings.robot_callback_secret),
+    }
     if not conn.execute(_CLAIM, claim).rowcount:
         return None
     rows = sorted(conn.execute(_START_ITEMS, {"the_job": job_id, "now": now}).all())

@@ -74,8 +74,12 @@ _this_item = (_items.c.id == bindparam("the_item")) & (_items.c.job_id == bindpa
 _pending = _items.c.status == ItemStatus.PENDING
 
 JOB_STATUS = select(_jobs.c.status).where(_this_job)
-# The callback edge's one read of the job: its status, and its trace to link to (tracing).
-JOB_FOR_CALLBACK = select(_jobs.c.status, _jobs.c.trace_parent).where(_this_job)
+# The callback edge's one read of the job: whether it exists, its status, under which master
+# secret its dispatch was claimed (signing.signs_for_job) and whether it was at all, and its
+# trace to link to (tracing).
+JOB_FOR_CALLBACK = select(
+    _jobs.c.status, _jobs.c.dispatched_at, _jobs.c.callback_key, _jobs.c.trace_parent
+).where(_this_job)
 # A batch report changes items, then the job; finalize and cancel lock the job, then its
 # items. Lock the job first here too, or the two deadlock on PostgreSQL. (SQLite has no
 # FOR UPDATE; its BEGIN IMMEDIATE already holds the write lock.)

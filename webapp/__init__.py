@@ -65,20 +65,30 @@ def init_api(app: Flask) -> None:
 
 
 def init_job_logging(app: Flask) -> None:
-    """Mark a request's log lines (and its access line) with the job its URL names."""
-    from flask import g, request
+    """Stop marking a request's log lines with its job once the request ends."""
+    from flask import g
 
     from orchestrator import logs
-
-    @app.before_request
-    def _bind_job() -> None:
-        job_id = (request.view_args or {}).get("job_id")
-        if job_id:
-            g.job_log_token = logs.bind_job(job_id)
-            request.environ[JOB_ID_ENVIRON] = job_id
 
     @app.teardown_request
     def _unbind_job(_exc: BaseException | None) -> None:
         token = g.pop("job_log_token", None)
         if token is not None:
             logs.unbind_job(token)
+
+
+def bind_url_job() -> None:
+    """Mark the request's log lines (and its access line) with the job its URL names.
+
+    Called only once the request is authenticated (a valid API token, a signed-in dashboard
+    user, a callback whose signature holds for that id): before that the id is whatever a
+    stranger typed, and it must not reach a log line as the job a line is about.
+    """
+    from flask import g, request
+
+    from orchestrator import logs
+
+    job_id = (request.view_args or {}).get("job_id")
+    if job_id and "job_log_token" not in g:
+        g.job_log_token = logs.bind_job(job_id)
+        request.environ[JOB_ID_ENVIRON] = job_id

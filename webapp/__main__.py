@@ -100,7 +100,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"{bind_host(settings)}:{settings.port}",
         "workers": WORKERS,
-        "worker_class": "gevent",
+        # gunicorn's gevent worker, whose own errors (414, 431, 400) are JSON too.
+        "worker_class": "webapp.gunicorn_worker.JsonErrorWorker",
         "worker_connections": WORKER_CONNECTIONS,
         # A connection must send its request's headers within this many seconds (gunicorn's
         # gevent worker reads them under this timeout); bodies are read as they come.

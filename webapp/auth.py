@@ -21,14 +21,6 @@ def find_token(presented: str, accepted: Iterable[ApiToken]) -> ApiToken | None:
     return found
 
 
-def token_matches(presented: str, accepted: tuple[str, ...]) -> bool:
-    """Compare against every accepted token, without an early exit."""
-    found = False
-    for token in accepted:
-        found |= hmac.compare_digest(presented.encode(), token.encode())
-    return found
-
-
 def require_token() -> ApiToken:
     """Abort with 401 unless the request carries one of API_TOKENS; return and remember it."""
     header = request.headers.get("Authorization", "")

@@ -15,6 +15,7 @@ from orchestrator import lifecycle, queries
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     Submitted,
@@ -24,7 +25,7 @@ from orchestrator.submission import (
     submit_job,
 )
 
-from . import live
+from . import bind_url_job, live
 from .access import guard_api, request_actor
 from .errors import ApiError
 from .jsonbody import loads_strict
@@ -34,6 +35,7 @@ from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 bp.before_request(guard_api)
+bp.before_request(bind_url_job)  # after the token is checked
 
 _submit_schema = SubmitSchema()
 _list_schema = ListQuerySchema()
@@ -73,7 +75,9 @@ def _require_object(body: Any) -> dict[str, Any]:
 
 @contextmanager
 def _idempotency_errors() -> Iterator[None]:
-    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress."""
+    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress
+    or once the key's job was deleted (retention: the key lives on, the job is not made again).
+    """
     try:
         yield
     except IdempotencyConflict:
@@ -88,6 +92,13 @@ def _idempotency_errors() -> Iterator[None]:
             409,
             "a request with this Idempotency-Key is still in progress",
             "idempotency_in_progress",
+        ) from None
+    except IdempotencyJobDeleted:
+        raise ApiError(
+            409,
+            "the job this Idempotency-Key created was deleted (retention); "
+            "nothing was created: use a new key to submit these orders again",
+            "idempotency_job_deleted",
         ) from None
 
 

@@ -359,10 +359,12 @@ def _common_errors(*statuses: int) -> dict[str, Any]:
     return answers
 
 
-# Refused by the HTTP server (gunicorn) before the app sees the request: not in the envelope.
+# Refused by the HTTP server (gunicorn) before the app sees the request, in the same envelope
+# (webapp/gunicorn_worker.py).
 SERVER_ANSWERS = {
-    "400": {"description": "malformed request (for example a header too large)"},
-    "414": {"description": "request line too long"},
+    "400": _error("malformed request (not valid HTTP)"),
+    "414": _error("request line longer than 4094 bytes"),
+    "431": _error("more than 100 headers, or one longer than 8190 bytes"),
 }
 
 

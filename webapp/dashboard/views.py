@@ -35,6 +35,7 @@ from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     resubmit_job,
@@ -42,7 +43,7 @@ from orchestrator.submission import (
 )
 from orchestrator.text import has_unsafe_characters
 
-from .. import access, live
+from .. import access, bind_url_job, live
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -78,6 +79,7 @@ def _guard() -> ResponseReturnValue | None:
     if actor is not None:
         if not access.check(actor):
             abort(403, f"{actor.name} ({actor.role}) may not do this")
+        bind_url_job()  # signed in: the job its URL names may mark its log lines
         return None
     if request.endpoint and request.endpoint.startswith("dashboard.live_"):
         abort(401)  # the page's script reloads, which leads to the login page
@@ -423,6 +425,9 @@ def resubmit(job_id: str) -> ResponseReturnValue:
     except IdempotencyInProgress:
         flash("This resubmit is still being created; wait a moment.", "error")
         return back
+    except IdempotencyJobDeleted:
+        flash("This form's job was deleted since (retention); choose again.", "error")
+        return back
     if result.created:
         count = len(result.job.items)
         flash(f"Resubmitted {_orders(count)} of job {job_id[:8]} as this new job.")
@@ -651,6 +656,9 @@ def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> Respons
         return _submit_form(uuid.uuid4().hex, text, problems)
     except IdempotencyInProgress:
         return _submit_form(submission, text, ["This batch is still being created; wait."])
+    except IdempotencyJobDeleted:
+        problems = ["This form's job was deleted since (retention); it is reset: submit again."]
+        return _submit_form(uuid.uuid4().hex, text, problems)
     if result.created:
         flash(f"Job submitted: {_orders(len(orders))}.")
     else:

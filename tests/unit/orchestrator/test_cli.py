@@ -370,7 +370,7 @@ def test_db_prune_dry_run_counts_then_prune_deletes(database_url, make_settings)
 
     dry = runner.invoke(main, ["db", "prune", "--older-than", "2.5", "--dry-run"], env=env)
     assert dry.exit_code == 0, dry.output
-    counts = "1 jobs, 1 items, 1 events, 0 idempotency_keys, 0 notifications"
+    counts = "1 jobs, 1 items, 1 events, 0 notifications"
     assert f"would delete {counts}" in dry.output
     with session_scope(database_url) as session:
         assert session.get(Job, job_id) is not None
