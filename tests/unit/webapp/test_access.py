@@ -127,6 +127,12 @@ CALLS: dict[str, Call] = {
     "dispatch.read": Call("GET", "read", lambda url: "/api/dispatch"),
     "dispatch.pause": Call("POST", "operate", lambda url: "/api/dispatch/pause", {"reason": "x"}),
     "dispatch.resume": Call("POST", "operate", lambda url: "/api/dispatch/resume"),
+    "robots.list_robots": Call("GET", "read", lambda url: "/api/robots"),
+    "robots.read": Call("GET", "read", lambda url: "/api/robots/default"),
+    "robots.pause": Call(
+        "POST", "operate", lambda url: "/api/robots/default/pause", {"reason": "x"}
+    ),
+    "robots.resume": Call("POST", "operate", lambda url: "/api/robots/default/resume"),
     "notifications.list_notifications": Call("GET", "read", lambda url: "/api/notifications"),
     "notifications.redeliver": Call(
         "POST",
@@ -155,11 +161,11 @@ def test_every_bearer_route_is_in_the_table(app) -> None:
 
 def test_a_state_changing_route_without_a_rule_stops_the_app() -> None:
     app = Flask(__name__)
-    app.add_url_rule("/api/robots/<name>/pause", "robots.pause", lambda name: "", methods=["POST"])
-    app.add_url_rule("/api/robots", "robots.list", lambda: "")  # a GET: read by default
-    with pytest.raises(access.MissingRule, match=r"robots\.pause"):
+    app.add_url_rule("/api/couriers/<n>/stop", "couriers.stop", lambda n: "", methods=["POST"])
+    app.add_url_rule("/api/couriers", "couriers.list", lambda: "")  # a GET: read by default
+    with pytest.raises(access.MissingRule, match=r"couriers\.stop"):
         access.check_rules(app)
-    assert access.rule_for("robots.list", {"GET", "HEAD", "OPTIONS"}) == access.READ
+    assert access.rule_for("couriers.list", {"GET", "HEAD", "OPTIONS"}) == access.READ
 
 
 def test_every_app_route_has_a_rule_or_is_public(app) -> None:
