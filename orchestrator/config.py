@@ -65,9 +65,10 @@ class Settings:
     trusted_proxy_hops: int = 0  # proxies in front of web whose X-Forwarded-* are believed
     # Live job streams (CONTRACT §13): a comment at least this often (the contract: 15 s),
     # and a re-read of the job from the database at least this often (the safety net for a
-    # lost announcement).
+    # lost announcement; 5 s cost a web worker with 1,000 streams 200 reads a second and
+    # slowed its other requests to seconds: bench/README.md).
     live_keepalive_seconds: float = 10.0
-    live_reread_seconds: float = 5.0
+    live_reread_seconds: float = 15.0
     dev_defaults_used: tuple[str, ...] = ()
 
     @property
