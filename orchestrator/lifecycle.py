@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
-from . import dispatch_control, live, metrics, notifications
+from . import audit, dispatch_control, live, metrics, notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -62,6 +62,7 @@ def create_job(
     priority: int = 0,
     *,
     resubmit_of: str | None = None,
+    created_by: str | None = None,
 ) -> Job:
     """Add a pending job with one pending item per order; the caller commits."""
     job = Job(
@@ -71,6 +72,7 @@ def create_job(
         created_at=utcnow(),
         priority=priority,
         resubmit_of=resubmit_of,
+        created_by=created_by,
     )
     # Set as the job's collection, so the new job can be shown without reading it back.
     job.items = [
@@ -310,25 +312,37 @@ def pause_dispatch(
     reason: str,
     until: datetime | None = None,
     by: str = dispatch_control.PAUSED_BY_API,
+    *,
+    actor: audit.Actor,
+    target: str = "*",
 ) -> dispatch_control.DispatchState:
     """Pause dispatching (again: new reason and end); a new pause is notified. Caller commits.
 
     Every change of the pause passes here or through ``fail_dispatch`` and ``resume_if_due``,
-    so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8) are written in its transaction.
+    so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8) and the audit entry (§12, by
+    ``actor``, for ``target``: a robot's name or ``*`` for all) are written in its transaction.
     """
     was = dispatch_control.lock(session.connection())
     state = dispatch_control.pause(session, settings, reason, until, by)
     if not was.paused:  # a new reason or end for a pause is no new pause
         notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
+    details = {"reason": reason, "until": until.isoformat() if until else None}
+    audit.record(session, actor, "dispatch.paused", target, {**details, "wasPaused": was.paused})
     return state
 
 
-def resume_dispatch(session: Session, settings: Settings) -> dispatch_control.DispatchState:
-    """Resume dispatching; notified when it was paused. The caller commits, then hands off."""
+def resume_dispatch(
+    session: Session, settings: Settings, *, actor: audit.Actor, target: str = "*"
+) -> dispatch_control.DispatchState:
+    """Resume dispatching; notified when it was paused. The caller commits, then hands off.
+
+    Every resume asked for is audited, also of a robot that was not paused (``wasPaused``).
+    """
     was = dispatch_control.lock(session.connection())
     state = dispatch_control.resume(session, settings)
     if was.paused:
         notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
+    audit.record(session, actor, "dispatch.resumed", target, {"wasPaused": bool(was.paused)})
     return state
 
 
@@ -337,6 +351,7 @@ def resume_if_due(session: Session, settings: Settings) -> bool:
     if not dispatch_control.resume_if_due(session):
         return False
     _notify_dispatch(session, settings, notifications.DISPATCH_RESUMED)
+    audit.record(session, audit.SYSTEM, "dispatch.resumed", "*", {"why": "until passed"})
     return True
 
 
@@ -362,6 +377,8 @@ def fail_dispatch(
     refused_this_job = status_code is not None and 400 <= status_code < 500
     if dispatch_control.count_failure(session, settings, reason, counts=not refused_this_job):
         _notify_dispatch(session, settings, notifications.DISPATCH_PAUSED)
+        why = {"reason": reason, "failuresInARow": settings.robot_pause_after_failures}
+        audit.record(session, audit.SYSTEM, "dispatch.paused", "*", {**why, "jobId": job_id})
     record_dispatch_result(session, job_id, result)
     failure = Failure(reason, robot_may_have_it=robot_may_have_it, kind=result)
     return finalize(session, job_id, failure)
@@ -513,8 +530,11 @@ def silence_failure(settings: Settings) -> Failure | None:
     )
 
 
-def cancel(session: Session, job_id: str) -> Job:
-    """Cancel an open job; unreported items become unknown if dispatch began, else error."""
+def cancel(session: Session, job_id: str, *, actor: audit.Actor) -> Job:
+    """Cancel an open job; unreported items become unknown if dispatch began, else error.
+
+    Audited as ``job.cancelled`` by ``actor`` in the same transaction (CONTRACT §12).
+    """
     get_job(session, job_id)
     # The dispatch time is read under the row lock the close holds: a dispatch claim either
     # committed before us (dispatched_at set) or will find the job closed.
@@ -523,4 +543,5 @@ def cancel(session: Session, job_id: str) -> Job:
     )
     if not cancelled:
         raise TransitionRefused(job_id, get_job(session, job_id).status, "cancelled")
+    audit.record(session, actor, "job.cancelled", job_id)
     return get_job(session, job_id)
