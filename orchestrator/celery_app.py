@@ -22,7 +22,7 @@ from celery.signals import (
 from celery.worker.consumer import Consumer
 from redis.exceptions import RedisError
 
-from . import housekeeping, logs, metrics, notifications, tasks, tracing
+from . import housekeeping, live, logs, metrics, notifications, tasks, tracing
 from .config import Settings, load_settings_or_exit
 from .db import dispose_all, session_scope
 from .lifecycle import JobNotFound
@@ -52,6 +52,8 @@ def create_celery(settings: Settings) -> Celery:
     # The outbox enqueues each stream's delivery after the commit that wrote it; looked up
     # by name at each call, so that tests can record it instead.
     notifications.init_outbox(settings, lambda job_id: tasks.enqueue_delivery(app, job_id))
+    # Every process that changes jobs announces them after each commit (CONTRACT §13).
+    live.init_announcer(settings)
     app.steps["worker"].add(MetricsEndpoint)
     return app
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import requests
 
+from . import event_stream
 from .batchfile import api_errors, parse_batch
 
 FINAL = ("completed", "failed", "cancelled")
@@ -78,6 +78,26 @@ class Api:
         if answer.status_code >= 500:
             raise Failure(f"the server failed (HTTP {answer.status_code}): {_message(body)}")
         return answer.status_code, body if isinstance(body, dict) else {}
+
+    def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """Yield the job from its live stream each time it changes, until it is final."""
+        try:
+            yield from event_stream.follow_job(self.http, self.url, job_id)
+        except event_stream.StreamRefused as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            if exc.status == 401:
+                raise Failure(
+                    "the server refused the API token (401): check --token or ORCHESTRATOR_TOKEN"
+                ) from None
+            if exc.status == 404:
+                raise Failure(f"no job {job_id} at {self.shown_url}") from None
+            message = _message(body)
+            raise Failure(f"cannot follow job {job_id} (HTTP {exc.status}): {message}") from None
+        except requests.ConnectionError as exc:
+            reason = _reason(exc)
+            raise Failure(f"lost the orchestrator at {self.shown_url} ({reason})") from None
+        except requests.RequestException as exc:
+            raise Failure(f"following job {job_id} failed: {type(exc).__name__}") from None
 
 
 def _without_credentials(url: str) -> str:
@@ -196,21 +216,17 @@ def _place(job: dict[str, Any]) -> str:
     return f", {', '.join(parts)}" if parts else ""
 
 
-def _wait(api: Api, job: dict[str, Any], interval: float = 0.5) -> dict[str, Any]:
-    """Poll the job until it is final, with a progress bar of its items."""
+def _wait(api: Api, job: dict[str, Any]) -> dict[str, Any]:
+    """Follow the job's live stream until it is final, with a progress bar of its items."""
     total = job["counts"]["total"]
     shown = 0
     with click.progressbar(length=total, label="items", show_pos=True, width=30) as bar:
-        while True:
+        for job in api.follow(job["id"]):  # noqa: B020 (the last one is the answer)
             counts = job["counts"]
             done = counts["success"] + counts["error"] + counts["unknown"]
             if done > shown:
                 bar.update(done - shown)
                 shown = done
-            if job["status"] in FINAL:
-                break
-            time.sleep(interval)
-            job = _read(api, job["id"])
     return job
 
 
@@ -260,10 +276,22 @@ def _show_job(job: dict[str, Any]) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.option("--follow", is_flag=True, help="Print each change until the job is final.")
 @api_options
-def status(api: Api, job_id: str, as_json: bool) -> None:
+def status(api: Api, job_id: str, as_json: bool, follow: bool) -> None:
     """Show a job: its status, counts, items with tracking numbers or errors."""
-    job = _read(api, job_id)
+    if not follow:
+        job = _read(api, job_id)
+    else:
+        for job in api.follow(job_id):
+            if as_json:
+                click.echo(json.dumps(job))
+            else:
+                counts = job["counts"]
+                done = counts["success"] + counts["error"] + counts["unknown"]
+                click.echo(f"{job['status']}: {done} of {counts['total']} items done")
+        if as_json:
+            return
     if as_json:
         click.echo(json.dumps(job, indent=2))
     else:
@@ -488,6 +516,39 @@ def resume(api: Api) -> None:
     _show_dispatch(_dispatch_call(api, "POST", "/api/dispatch/resume"))
 
 
+@main.command("audit")
+@click.option("--actor", help="Only entries by this name (exact).")
+@click.option("--action", help="Only this action, e.g. job.cancelled or read (exact).")
+@click.option("--target", help="Only entries about this job, robot (* for all) or name (exact).")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@api_options
+def audit_log(
+    api: Api, actor: str | None, action: str | None, target: str | None, limit: int
+) -> None:
+    """Show the audit log, newest first: who changed what, and what was refused (operate)."""
+    params: dict[str, Any] = {"limit": limit}
+    for name, value in (("actor", actor), ("action", action), ("target", target)):
+        if value:
+            params[name] = value
+    status, body = api.call("GET", "/api/audit", params=params)
+    if status == 403:
+        raise Failure(f"the audit log needs a token with the operate role: {_message(body)}")
+    if status != 200:
+        raise Failure(f"cannot read the audit log (HTTP {status}): {_message(body)}")
+    entries = body.get("entries", [])
+    if not entries:
+        click.echo("no audit entries" + (" match" if len(params) > 1 else ""))
+        return
+    click.echo(f"{'at':<32}  {'actor':<20}  {'action':<24}  {'outcome':<7}  target")
+    for entry in entries:
+        click.echo(
+            f"{entry['at']:<32}  {entry['actor']:<20}  {entry['action']:<24}  "
+            f"{entry['outcome']:<7}  {entry['target']}"
+        )
+    if body.get("nextCursor"):
+        click.echo(f"(more entries: raise --limit, up to 200; showing the newest {len(entries)})")
+
+
 # --- processes on this machine ---
 
 
@@ -529,6 +590,26 @@ def db_prune(days: float, dry_run: bool) -> None:
     rows = ", ".join(f"{count} {table}" for table, count in removed.items())
     tail = "" if dry_run else f" in {batches} batch{'es' if batches != 1 else ''}"
     click.echo(f"{verb} {rows} (jobs final for more than {days:g} days){tail}")
+
+
+@db.command("prune-audit")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete audit entries older than this many days (a float).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def db_prune_audit(days: float, dry_run: bool) -> None:
+    """Delete old audit entries (retention never does: this is the only way they go)."""
+    from .audit import prune
+    from .config import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    count = prune(settings.database_url, days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {count} audit entries older than {days:g} days")
 
 
 _redis_option = click.option(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
-from . import dispatch_control, metrics, notifications
+from . import audit, dispatch_control, live, metrics, notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -28,6 +28,7 @@ from .models import (
     UTCDateTime,
     utcnow,
 )
+from .signing import secret_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def create_job(
     priority: int = 0,
     *,
     resubmit_of: str | None = None,
+    created_by: str | None = None,
 ) -> Job:
     """Add a pending job with one pending item per order; the caller commits."""
     job = Job(
@@ -70,6 +72,7 @@ def create_job(
         created_at=utcnow(),
         priority=priority,
         resubmit_of=resubmit_of,
+        created_by=created_by,
     )
     # Set as the job's collection, so the new job can be shown without reading it back.
     job.items = [
@@ -124,6 +127,7 @@ _CLAIM = (
         status=JobStatus.PROCESSING.value,
         dispatched_at=bindparam("now"),
         deadline=bindparam("new_deadline"),
+        callback_key=bindparam("new_callback_key"),
     )
 )
 # Items change only after the dispatch, so at the claim every item is pending: one
@@ -228,10 +232,18 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
             log.info("job %s waits: %s", job_id, why_wait)
         return None
     deadline = compute_deadline(now, job.item_count, settings)
-    claim = {"the_job": job_id, "now": now, "new_deadline": deadline}
+    # The master secret the robot's callbacks will be verified with, recorded before any
+    # byte goes out: a robot may report before it answers the dispatch request (§9).
+    claim = {
+        "the_job": job_id,
+        "now": now,
+        "new_deadline": deadline,
+        "new_callback_key": secret_fingerprint(settings.robot_callback_secret),
+    }
     if not conn.execute(_CLAIM, claim).rowcount:
         return None
     rows = sorted(conn.execute(_START_ITEMS, {"the_job": job_id, "now": now}).all())
+    live.changed(session, job_id)
     items = [{"itemId": r.id, "orderId": r.order_id, "pedidoInput": r.pedido_input} for r in rows]
     return DispatchTicket(job_id=job_id, deadline=deadline, items=items)
 
@@ -300,25 +312,37 @@ def pause_dispatch(
     reason: str,
     until: datetime | None = None,
     by: str = dispatch_control.PAUSED_BY_API,
+    *,
+    actor: audit.Actor,
+    target: str = "*",
 ) -> dispatch_control.DispatchState:
     """Pause dispatching (again: new reason and end); a new pause is notified. Caller commits.
 
     Every change of the pause passes here or through ``fail_dispatch`` and ``resume_if_due``,
-    so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8) are written in its transaction.
+    so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8) and the audit entry (§12, by
+    ``actor``, for ``target``: a robot's name or ``*`` for all) are written in its transaction.
     """
     was = dispatch_control.lock(session.connection())
     state = dispatch_control.pause(session, settings, reason, until, by)
     if not was.paused:  # a new reason or end for a pause is no new pause
         notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
+    details = {"reason": reason, "until": until.isoformat() if until else None}
+    audit.record(session, actor, "dispatch.paused", target, {**details, "wasPaused": was.paused})
     return state
 
 
-def resume_dispatch(session: Session, settings: Settings) -> dispatch_control.DispatchState:
-    """Resume dispatching; notified when it was paused. The caller commits, then hands off."""
+def resume_dispatch(
+    session: Session, settings: Settings, *, actor: audit.Actor, target: str = "*"
+) -> dispatch_control.DispatchState:
+    """Resume dispatching; notified when it was paused. The caller commits, then hands off.
+
+    Every resume asked for is audited, also of a robot that was not paused (``wasPaused``).
+    """
     was = dispatch_control.lock(session.connection())
     state = dispatch_control.resume(session, settings)
     if was.paused:
         notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
+    audit.record(session, actor, "dispatch.resumed", target, {"wasPaused": bool(was.paused)})
     return state
 
 
@@ -327,6 +351,7 @@ def resume_if_due(session: Session, settings: Settings) -> bool:
     if not dispatch_control.resume_if_due(session):
         return False
     _notify_dispatch(session, settings, notifications.DISPATCH_RESUMED)
+    audit.record(session, audit.SYSTEM, "dispatch.resumed", "*", {"why": "until passed"})
     return True
 
 
@@ -352,6 +377,8 @@ def fail_dispatch(
     refused_this_job = status_code is not None and 400 <= status_code < 500
     if dispatch_control.count_failure(session, settings, reason, counts=not refused_this_job):
         _notify_dispatch(session, settings, notifications.DISPATCH_PAUSED)
+        why = {"reason": reason, "failuresInARow": settings.robot_pause_after_failures}
+        audit.record(session, audit.SYSTEM, "dispatch.paused", "*", {**why, "jobId": job_id})
     record_dispatch_result(session, job_id, result)
     failure = Failure(reason, robot_may_have_it=robot_may_have_it, kind=result)
     return finalize(session, job_id, failure)
@@ -406,6 +433,7 @@ def _close(
         began = conn.scalar(_DISPATCHED_AT, {"the_job": job_id}) is not None
         item_status = ItemStatus.UNKNOWN if began else ItemStatus.ERROR
     conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
+    live.changed(session, job_id)
     notifications.record_job(session, notifications.JOB_FINISHED, job_id)
     log.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
     latency = (now - reported_at).total_seconds() if reported_at is not None else None
@@ -502,8 +530,11 @@ def silence_failure(settings: Settings) -> Failure | None:
     )
 
 
-def cancel(session: Session, job_id: str) -> Job:
-    """Cancel an open job; unreported items become unknown if dispatch began, else error."""
+def cancel(session: Session, job_id: str, *, actor: audit.Actor) -> Job:
+    """Cancel an open job; unreported items become unknown if dispatch began, else error.
+
+    Audited as ``job.cancelled`` by ``actor`` in the same transaction (CONTRACT §12).
+    """
     get_job(session, job_id)
     # The dispatch time is read under the row lock the close holds: a dispatch claim either
     # committed before us (dispatched_at set) or will find the job closed.
@@ -512,4 +543,5 @@ def cancel(session: Session, job_id: str) -> Job:
     )
     if not cancelled:
         raise TransitionRefused(job_id, get_job(session, job_id).status, "cancelled")
+    audit.record(session, actor, "job.cancelled", job_id)
     return get_job(session, job_id)

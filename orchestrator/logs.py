@@ -64,6 +64,10 @@ class JobIdFilter(logging.Filter):
         return True
 
 
+# Line breaks that json.dumps(ensure_ascii=False) leaves as they are.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, pid, jobId, traceId, spanId,
     exception (traceId and spanId with traces on, inside a span)."""
@@ -89,7 +93,10 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        # json.dumps escapes every C0 control character but writes NEL (U+0085) and the
+        # line and paragraph separators raw: a reader splitting on them would see a line
+        # end inside a value (a forged line). They are escaped as JSON allows.
+        return json.dumps(line, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
 
 
 def formatter(log_format: str) -> logging.Formatter:

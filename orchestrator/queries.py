@@ -26,6 +26,7 @@ _JOB_SHOWN = select(
     _jobs.c.finished_at,
     _jobs.c.priority,
     _jobs.c.resubmit_of,
+    _jobs.c.created_by,
 ).where(_jobs.c.id == bindparam("the_job"))
 _ITEMS_SHOWN = (
     select(
@@ -78,6 +79,7 @@ def job_dict(
         "priority": _field(job, "priority"),
         "queuePosition": queue_position,
         "resubmitOf": _field(job, "resubmit_of"),
+        "createdBy": _field(job, "created_by"),
         "counts": counts,
     }
     if items is not None:

@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import lifecycle, queries, tracing
+from . import audit, lifecycle, queries, tracing
 from .config import Settings
 from .db import session_factory
 from .logs import job_context
@@ -32,6 +32,10 @@ class IdempotencyConflict(Exception):
 
 class IdempotencyInProgress(Exception):
     """A request with this key is still being created."""
+
+
+class IdempotencyJobDeleted(Exception):
+    """The key's job was deleted (retention) while the key lives on: nothing is created."""
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,18 @@ def submit_job(
     idempotency_key: str | None = None,
     body_digest: str | None = None,
     resubmit_of: str | None = None,
+    resubmitted_items: Sequence[str] = (),
     priority: int = 0,
+    actor: audit.Actor,
 ) -> Submitted:
     """Create a job for validated orders and enqueue its chain after the commit.
 
     With an ``idempotency_key`` (scoped to ``token``) a repeat returns the first job and
-    starts nothing; the same key with a different body raises IdempotencyConflict.
-    ``resubmit_of`` names the job the orders come from (resubmit_job).
+    starts nothing, and leaves no audit entry (it changes nothing); the same key with a
+    different body raises IdempotencyConflict. ``resubmit_of`` names the job the orders come
+    from, ``resubmitted_items`` its items (resubmit_job). The job is created by ``actor``:
+    its ``createdBy``, and its ``job.submitted`` (or ``job.resubmitted``) entry, committed
+    with it (CONTRACT §12).
     """
     digest = body_digest or request_digest(
         {"orders": list(orders), **({"priority": priority} if priority else {})}
@@ -76,7 +85,15 @@ def submit_job(
             earlier = _earlier(session, token_digest, idempotency_key, digest)
             if earlier is not None:
                 return Submitted(earlier, created=False)
-        job = lifecycle.create_job(session, orders, priority=priority, resubmit_of=resubmit_of)
+        job = lifecycle.create_job(
+            session, orders, priority=priority, resubmit_of=resubmit_of, created_by=actor.name
+        )
+        if resubmit_of is None:
+            details = {"orders": len(orders), "priority": priority}
+            audit.record(session, actor, "job.submitted", job.id, details)
+        else:
+            details = {"jobId": job.id, "itemIds": list(resubmitted_items), "priority": priority}
+            audit.record(session, actor, "job.resubmitted", resubmit_of, details)
         # The submit request's span is the root of the job's trace (None with traces off).
         job.trace_parent = tracing.current_traceparent()
         if idempotency_key is not None:
@@ -121,7 +138,12 @@ def _earlier(session: Any, token_digest: str, key: str, digest: str) -> Job | No
         return None
     if row.request_digest != digest:
         raise IdempotencyConflict(key)
-    return session.get(Job, row.job_id)
+    # The key outlives its job (CONTRACT §3): a repeat whose job retention deleted must
+    # not create it again (that would dispatch the orders a second time).
+    job = None if row.job_id is None else session.get(Job, row.job_id)
+    if job is None:
+        raise IdempotencyJobDeleted(key)
+    return job
 
 
 class JobNotFinal(Exception):
@@ -162,6 +184,7 @@ def resubmit_job(
     token: str = "",
     idempotency_key: str | None = None,
     body_digest: str | None = None,
+    actor: audit.Actor,
 ) -> Submitted:
     """Create a new job from items of a finished job, through submit_job (CONTRACT §3).
 
@@ -171,6 +194,14 @@ def resubmit_job(
     idempotency errors. A repeat with the same key returns the first new job, whatever
     happened to the old one since.
     """
+    limit = settings.max_batch_size
+    if item_ids is not None and len(item_ids) > limit:
+        # Checked before anything else: the list is never walked, stored or echoed.
+        raise ResubmitRefused(
+            f"a job takes at most {limit} orders; {len(item_ids)} item ids were sent",
+            {"itemIds": [f"must name 1 to {limit} items (MAX_BATCH_SIZE)"]},
+            "validation_failed",
+        )
     request = {
         "itemIds": None if item_ids is None else list(item_ids),
         "confirmUnknown": confirm_unknown,
@@ -192,7 +223,6 @@ def resubmit_job(
     finally:
         session.close()
     chosen = choose_items(items, item_ids, confirm_unknown)
-    limit = settings.max_batch_size
     if len(chosen) > limit:
         raise ResubmitRefused(
             f"a job takes at most {limit} orders; {len(chosen)} items were chosen",
@@ -210,7 +240,9 @@ def resubmit_job(
             idempotency_key=idempotency_key,
             body_digest=digest,
             resubmit_of=job_id,
+            resubmitted_items=[item.id for item in chosen],
             priority=priority,
+            actor=actor,
         )
     except (IntegrityError, IdempotencyInProgress):
         # The old job deleted (retention) since it was read: resubmit_of names no job.
@@ -218,6 +250,10 @@ def resubmit_job(
             if session.get(Job, job_id) is None:
                 raise lifecycle.JobNotFound(job_id) from None
         raise
+
+
+# A refused resubmit names at most this many of the refused items (and counts them all).
+MAX_REFUSED_SHOWN = 20
 
 
 def choose_items(
@@ -268,11 +304,16 @@ def choose_items(
         wanted.add(item_id)
     if problems:
         count = len(problems)
+        details: dict[str, Any] = {"itemIds": problems}
+        if count > MAX_REFUSED_SHOWN:  # the answer stays small whatever was asked
+            shown = list(problems.items())[:MAX_REFUSED_SHOWN]
+            details = {"itemIds": dict(shown), "refusedCount": count}
         raise ResubmitRefused(
             f"{count} of the items asked for cannot be resubmitted"
+            + (f" (the first {MAX_REFUSED_SHOWN} are named)" if count > MAX_REFUSED_SHOWN else "")
             if count > 1
             else "an item asked for cannot be resubmitted",
-            {"itemIds": problems},
+            details,
             "not_resubmittable",
         )
     return [item for item in items if item.id in wanted]

@@ -7,15 +7,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
 
 from orchestrator import lifecycle, queries
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     Submitted,
@@ -25,14 +25,17 @@ from orchestrator.submission import (
     submit_job,
 )
 
-from .auth import require_token
+from . import bind_url_job, live
+from .access import guard_api, request_actor
 from .errors import ApiError
 from .jsonbody import loads_strict
+from .paging import dump_cursor, load_cursor
 from .schemas import ListQuerySchema, ResubmitSchema, SubmitSchema
 from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
-bp.before_request(require_token)
+bp.before_request(guard_api)
+bp.before_request(bind_url_job)  # after the token is checked
 
 _submit_schema = SubmitSchema()
 _list_schema = ListQuerySchema()
@@ -72,7 +75,9 @@ def _require_object(body: Any) -> dict[str, Any]:
 
 @contextmanager
 def _idempotency_errors() -> Iterator[None]:
-    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress."""
+    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress
+    or once the key's job was deleted (retention: the key lives on, the job is not made again).
+    """
     try:
         yield
     except IdempotencyConflict:
@@ -87,6 +92,13 @@ def _idempotency_errors() -> Iterator[None]:
             409,
             "a request with this Idempotency-Key is still in progress",
             "idempotency_in_progress",
+        ) from None
+    except IdempotencyJobDeleted:
+        raise ApiError(
+            409,
+            "the job this Idempotency-Key created was deleted (retention); "
+            "nothing was created: use a new key to submit these orders again",
+            "idempotency_job_deleted",
         ) from None
 
 
@@ -135,6 +147,7 @@ def submit() -> ResponseReturnValue:
             idempotency_key=key,
             body_digest=request_digest(body),
             priority=data["priority"],
+            actor=request_actor(),
         )
     return _created(result)
 
@@ -152,8 +165,26 @@ def read(job_id: str) -> ResponseReturnValue:
     return jsonify(_job_with_items(job_id))
 
 
-def _cursor_serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(orchestrator().settings.robot_callback_secret, salt="jobs-cursor")
+@bp.get("/<job_id>/stream")
+def stream(job_id: str) -> ResponseReturnValue:
+    """The job now, then each change until it is final, as server-sent events (§13)."""
+    state = orchestrator()
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        live.reader(state, job_id),
+    )
+    if response is None:
+        raise ApiError(404, f"no job with id {job_id!r}")
+    return response
+
+
+def _read_position(value: Any) -> tuple[datetime, str]:
+    created, job_id = value
+    return datetime.fromisoformat(created), str(job_id)
 
 
 @bp.get("")
@@ -164,13 +195,7 @@ def list_jobs() -> ResponseReturnValue:
         raise _validation_error(err) from None
     after = None
     if "cursor" in args:
-        try:
-            created, job_id = _cursor_serializer().loads(args["cursor"])
-            after = (datetime.fromisoformat(created), str(job_id))
-        except (BadSignature, ValueError, TypeError):
-            raise ApiError(
-                422, "the cursor was not issued by this server", details={"cursor": ["invalid"]}
-            ) from None
+        after = load_cursor("jobs-cursor", args["cursor"], _read_position)
     with orchestrator().session() as session:
         jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after)
         counts = queries.item_counts(session, [job.id for job in jobs])
@@ -182,14 +207,14 @@ def list_jobs() -> ResponseReturnValue:
     next_cursor = None
     if more and jobs:
         last = jobs[-1]
-        next_cursor = _cursor_serializer().dumps([last.created_at.isoformat(), last.id])
+        next_cursor = dump_cursor("jobs-cursor", [last.created_at.isoformat(), last.id])
     return jsonify({"jobs": body, "nextCursor": next_cursor})
 
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        orchestrator().cancel_job(job_id)
+        orchestrator().cancel_job(job_id, request_actor())
     except lifecycle.JobNotFound:
         raise ApiError(404, f"no job with id {job_id!r}") from None
     except lifecycle.TransitionRefused as exc:
@@ -222,6 +247,7 @@ def resubmit(job_id: str) -> ResponseReturnValue:
                 token=g.api_token,
                 idempotency_key=key,
                 body_digest=resubmit_digest(job_id, body),
+                actor=request_actor(),
             )
     except lifecycle.JobNotFound:
         raise ApiError(404, f"no job with id {job_id!r}") from None

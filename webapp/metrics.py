@@ -6,7 +6,7 @@ from flask import Blueprint, Response
 
 from orchestrator.metrics import web_exposition
 
-from .auth import require_token
+from .access import guard_api
 from .state import orchestrator
 
 bp = Blueprint("metrics", __name__)
@@ -14,6 +14,6 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics_page() -> Response:
-    require_token()
+    guard_api()
     body, content_type = web_exposition(orchestrator().settings.database_url)
     return Response(body, content_type=content_type)

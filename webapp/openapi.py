@@ -78,6 +78,13 @@ def _job_properties() -> dict[str, Any]:
             }
         ),
         "resubmitOf": _nullable({"type": "string", "description": "the job it came from"}),
+        "createdBy": _nullable(
+            {
+                "type": "string",
+                "description": "the name of the token (or dashboard user) that submitted it; "
+                "null for jobs older than names",
+            }
+        ),
         "counts": {
             "type": "object",
             "required": ["total", *ITEM_STATUSES],
@@ -258,6 +265,39 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "nextCursor": _nullable({"type": "string"}),
             },
         },
+        "AuditEntry": {
+            "type": "object",
+            "required": [
+                "id",
+                "at",
+                "actor",
+                "role",
+                "action",
+                "target",
+                "outcome",
+                "details",
+                "address",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "at": {"type": "string", "format": "date-time"},
+                "actor": {"type": "string", "description": "a token's or user's name, or system"},
+                "role": {"type": "string", "enum": ["read", "submit", "operate", "system", "none"]},
+                "action": {"type": "string", "example": "job.cancelled"},
+                "target": {"type": "string", "description": "a job, robot (* for all), ..."},
+                "outcome": {"type": "string", "enum": ["ok", "denied"]},
+                "details": {"type": "object"},
+                "address": _nullable({"type": "string"}),
+            },
+        },
+        "AuditList": {
+            "type": "object",
+            "required": ["entries", "nextCursor"],
+            "properties": {
+                "entries": {"type": "array", "items": _ref("AuditEntry")},
+                "nextCursor": _nullable({"type": "string"}),
+            },
+        },
         "RobotEvent": {
             "type": "object",
             "required": ["type", "data"],
@@ -313,14 +353,18 @@ def _common_errors(*statuses: int) -> dict[str, Any]:
         503: "the database or Redis is unavailable; nothing was applied",
     }
     answers: dict[str, Any] = {str(status): _error(texts[status]) for status in statuses}
+    if 401 in statuses:  # every bearer route: a role that does not allow it (CONTRACT §12)
+        answers["403"] = _error("forbidden: the token's role does not allow it; nothing done")
     answers["429"] = _rate_limited()
     return answers
 
 
-# Refused by the HTTP server (gunicorn) before the app sees the request: not in the envelope.
+# Refused by the HTTP server (gunicorn) before the app sees the request, in the same envelope
+# (webapp/gunicorn_worker.py).
 SERVER_ANSWERS = {
-    "400": {"description": "malformed request (for example a header too large)"},
-    "414": {"description": "request line too long"},
+    "400": _error("malformed request (not valid HTTP)"),
+    "414": _error("request line longer than 4094 bytes"),
+    "431": _error("more than 100 headers, or one longer than 8190 bytes"),
 }
 
 
@@ -439,6 +483,35 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         },
                     }
                 },
+                "/api/jobs/{job_id}/stream": {
+                    "get": {
+                        "operationId": "streamJob",
+                        "summary": "Follow a job live (server-sent events, CONTRACT §13)",
+                        "description": "Events `job` whose data is the job as readJob shows "
+                        "it: the job at once, then after each change, until the event that "
+                        "shows it final; then the stream closes. A comment line at least every "
+                        "15 s. Each event's `id` names the job state; a `Last-Event-ID` equal "
+                        "to the final state's id gets 204 (an EventSource stops reconnecting).",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            _job_id_parameter(),
+                            {
+                                "name": "Last-Event-ID",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string"},
+                            },
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "the event stream",
+                                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            },
+                            "204": {"description": "the client holds the final state already"},
+                            **_common_errors(401, 404, 503),
+                        },
+                    }
+                },
                 "/api/jobs/{job_id}/cancel": {
                     "post": {
                         "operationId": "cancelJob",
@@ -519,6 +592,29 @@ def build_document(settings: Settings) -> dict[str, Any]:
                                 "content": _json(_ref("Notification")),
                             },
                             **_common_errors(401, 404, 409, 503),
+                        },
+                    }
+                },
+                "/api/audit": {
+                    "get": {
+                        "operationId": "listAudit",
+                        "summary": "The audit log, newest first (role operate; CONTRACT §12)",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            *(
+                                {
+                                    "name": name,
+                                    "in": "query",
+                                    "schema": {"type": "string", "minLength": 1},
+                                    "description": "exact match",
+                                }
+                                for name in ("actor", "action", "target")
+                            ),
+                            *_page_parameters([])[1:],
+                        ],
+                        "responses": {
+                            "200": {"description": "a page", "content": _json(_ref("AuditList"))},
+                            **_common_errors(401, 422, 503),
                         },
                     }
                 },

@@ -16,6 +16,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from orchestrator.jsonvalues import out_of_range
 from orchestrator.models import ItemStatus
 from orchestrator.text import has_unsafe_characters
 
@@ -32,12 +33,21 @@ def _text(max_length: int | None = None, **kwargs: Any) -> fields.String:
     return fields.String(validate=validators, **kwargs)
 
 
+def numbers_fit_a_double(value: dict[str, Any]) -> None:
+    """The JSON rule (orchestrator.jsonvalues) for values handed over already parsed."""
+    paths = out_of_range(value)
+    if paths:
+        raise ValidationError(
+            f"a number does not fit a double (64-bit float) at {', '.join(paths)}"
+        )
+
+
 class OrderSchema(Schema):
     class Meta:
         unknown = RAISE
 
     orderId = _text(100, required=True)
-    pedidoInput = fields.Dict(required=True)
+    pedidoInput = fields.Dict(required=True, validate=numbers_fit_a_double)
 
 
 class StrictInteger(fields.Integer):
@@ -114,6 +124,19 @@ class NotificationListQuerySchema(Schema):
         unknown = EXCLUDE  # as the job list
 
     status = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
+    cursor = fields.String(validate=validate.Length(min=1, max=500))
+
+
+class AuditListQuerySchema(Schema):
+    """``GET /api/audit``: exact-match filters, paged as the job list (CONTRACT §3)."""
+
+    class Meta:
+        unknown = EXCLUDE  # as the job list
+
+    actor = fields.String(validate=validate.Length(min=1, max=64))
+    action = fields.String(validate=validate.Length(min=1, max=64))
+    target = fields.String(validate=validate.Length(min=1, max=255))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
     cursor = fields.String(validate=validate.Length(min=1, max=500))
 

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from orchestrator import dispatch_control, lifecycle, tasks
+from orchestrator import audit, dispatch_control, lifecycle, tasks
 from orchestrator.config import Settings
 from orchestrator.db import connect, session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
@@ -37,13 +37,13 @@ class Orchestrator:
     def rendezvous(self) -> Rendezvous:
         return Rendezvous(get_redis(self.settings.redis_url, self.settings.redis_sentinel_master))
 
-    def cancel_job(self, job_id: str) -> None:
-        """Cancel a job (lifecycle.cancel), commit, stop its poller early, hand its slot on.
+    def cancel_job(self, job_id: str, actor: audit.Actor) -> None:
+        """Cancel a job (lifecycle.cancel, audited), commit, stop its poller, hand its slot on.
 
         Raises lifecycle.JobNotFound or lifecycle.TransitionRefused; nothing is committed then.
         """
         with self.session() as session:
-            lifecycle.cancel(session, job_id)
+            lifecycle.cancel(session, job_id, actor=actor)
             session.commit()
         self.forget_waiter(job_id)
         tasks.hand_off(self.celery, self.settings)
@@ -54,18 +54,21 @@ class Orchestrator:
             return dispatch_control.read_state(session, self.settings)
 
     def pause_dispatch(
-        self, reason: str, until: datetime | None = None
+        self, reason: str, until: datetime | None, actor: audit.Actor
     ) -> dispatch_control.DispatchState:
-        """Pause dispatching for every process (again: replace reason and end); commit."""
+        """Pause dispatching for every process (again: replace reason and end); commit.
+
+        The one call of the API and the dashboard, so both are audited alike (by ``actor``).
+        """
         with self.session() as session:
-            state = lifecycle.pause_dispatch(session, self.settings, reason, until)
+            state = lifecycle.pause_dispatch(session, self.settings, reason, until, actor=actor)
             session.commit()
         return state
 
-    def resume_dispatch(self) -> dispatch_control.DispatchState:
-        """Resume dispatching, commit, then start the jobs the free slots let go."""
+    def resume_dispatch(self, actor: audit.Actor) -> dispatch_control.DispatchState:
+        """Resume dispatching (audited, by ``actor``), commit, then start the jobs that may go."""
         with self.session() as session:
-            lifecycle.resume_dispatch(session, self.settings)
+            lifecycle.resume_dispatch(session, self.settings, actor=actor)
             session.commit()
         tasks.hand_off(self.celery, self.settings, slot_freed=False)
         with self.session() as session:

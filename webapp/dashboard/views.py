@@ -28,12 +28,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from orchestrator import dispatch_control, lifecycle, notifications, queries
+from orchestrator import audit, dispatch_control, lifecycle, notifications, queries
 from orchestrator.batchfile import Batch, api_errors, parse_batch
+from orchestrator.config import role_includes
 from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     resubmit_job,
@@ -41,6 +43,7 @@ from orchestrator.submission import (
 )
 from orchestrator.text import has_unsafe_characters
 
+from .. import access, bind_url_job, live
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -59,7 +62,6 @@ bp = Blueprint(
 PAGE_SIZE = 50
 JOB_STATUSES = [status.value for status in JobStatus]
 _SUBMISSION_ID = re.compile(r"^[0-9a-f]{32}$")
-_OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
 _submit_schema = SubmitSchema()
 _pause_schema = PauseSchema()
 QUEUE_SHOWN = 100
@@ -67,14 +69,35 @@ QUEUE_SHOWN = 100
 
 @bp.before_request
 def _guard() -> ResponseReturnValue | None:
-    """CSRF on every form post; a signed-in person for everything but login and static files."""
+    """CSRF on every form post; a signed-in person for everything but login and static files,
+    whose role allows the page or form (webapp.access: 403 and a ``denied`` entry if not)."""
     if request.method == "POST":
         login.check_csrf()
-    if request.endpoint in _OPEN_ENDPOINTS or login.signed_in_user():
+    if request.endpoint in access.PUBLIC_ENDPOINTS:
+        return None
+    actor = login.signed_in_actor()
+    if actor is not None:
+        if not access.check(actor):
+            abort(403, f"{actor.name} ({actor.role}) may not do this")
+        bind_url_job()  # signed in: the job its URL names may mark its log lines
         return None
     if request.endpoint and request.endpoint.startswith("dashboard.live_"):
         abort(401)  # the page's script reloads, which leads to the login page
     return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+
+
+def _actor() -> audit.Actor:
+    """Return the signed-in person, as the guard let them in."""
+    actor = login.signed_in_actor()
+    assert actor is not None  # the guard let no stranger through
+    return actor
+
+
+@bp.app_template_global()
+def may(role: str) -> bool:
+    """Tell a page whether the signed-in person's role includes ``role`` (its controls)."""
+    actor = login.signed_in_actor()
+    return actor is not None and role_includes(actor.role, role)
 
 
 @bp.app_template_global()
@@ -169,8 +192,11 @@ def login_view() -> ResponseReturnValue:
             except login.SessionStoreUnavailable:
                 return _login_page("Signing in needs Redis, which does not answer; retry.", 503)
             login.forget_failures(user)
+            _record_session("session.started", _actor(), found[0])
             return redirect(_safe_next(request.args.get("next")), 303)
         login.count_failure(user)
+        stranger = audit.Actor("anonymous", "none", request.remote_addr)
+        _record_session("session.refused", stranger, _name_tried(user), audit.DENIED)
         error, status = "Wrong token, or wrong user and password.", 401
     return _login_page(error, status)
 
@@ -181,9 +207,27 @@ def _login_page(error: str | None, status: int) -> tuple[str, int]:
     return page, status
 
 
+def _name_tried(user: str) -> str:
+    """The name a sign-in tried, for its entry; never a secret typed into the name field."""
+    name = user[:64]
+    secrets_ = orchestrator().settings.secrets()
+    if any(secret in name for secret in secrets_):
+        return "(a secret, not recorded)"
+    return name
+
+
+def _record_session(action: str, actor: audit.Actor, target: str, outcome: str = "ok") -> None:
+    """Write a sign-in, sign-out or refused sign-in entry (CONTRACT §12)."""
+    with orchestrator().session() as session:
+        audit.record(session, actor, action, target, outcome=outcome)
+        session.commit()
+
+
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    actor = _actor()
     login.sign_out()
+    _record_session("session.ended", actor, actor.name)
     flash("Signed out.")
     return redirect(url_for("dashboard.login"), 303)
 
@@ -237,6 +281,35 @@ def live_jobs() -> ResponseReturnValue:
     return render_template("dashboard/_jobs_live.html", **_list_context())
 
 
+def _newest_jobs() -> list[dict[str, Any]]:
+    """The newest page of jobs in brief: what the list's event stream compares."""
+    with orchestrator().session() as session:
+        jobs, _ = queries.page_of_jobs(session, None, PAGE_SIZE, None)
+        counts = queries.item_counts(session, [job.id for job in jobs])
+        return [{"id": job.id, "status": job.status, "counts": counts[job.id]} for job in jobs]
+
+
+@bp.get("/live/events")
+def live_jobs_events() -> ResponseReturnValue:
+    """Server-sent events ``jobs`` each time a job changes: the list page then fetches itself.
+
+    Woken by every job's announcement; it sends only when the newest page of jobs differs.
+    Jobs further down (older pages) are seen at their next refresh by hand.
+    """
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        orchestrator(),
+        live.ANY_JOB,
+        request.environ,
+        None,
+        _newest_jobs,
+        name="jobs",
+        final=live.never_final,
+    )
+    assert response is not None
+    return response
+
+
 # --- one job ---
 
 
@@ -260,6 +333,7 @@ def _job_context(job_id: str) -> dict[str, Any]:
         )
 
         notes, _ = notifications.page_of_notifications(session, None, 50, None, job_id=job_id)
+        entries, _ = audit.page_of_entries(session, 50, target=job_id)
     now = utcnow()
     order_ids = {item.id: item.order_id for item in items}
     return {
@@ -267,7 +341,7 @@ def _job_context(job_id: str) -> dict[str, Any]:
         "job": job,
         "items": items,
         "counts": counts,
-        "timeline": job_timeline(job, events, order_ids, now),
+        "timeline": job_timeline(job, events, order_ids, now, reversed(entries)),
         "open": job.status in OPEN_JOB_STATUSES,
         "now": now,
         "resubmitted_as": resubmitted_as,
@@ -286,10 +360,27 @@ def live_job(job_id: str) -> ResponseReturnValue:
     return render_template("dashboard/_job_live.html", **_job_context(job_id))
 
 
+@bp.get("/live/jobs/<job_id>/events")
+def live_job_events(job_id: str) -> ResponseReturnValue:
+    """The job's live stream (CONTRACT §13) for a signed-in person: the page then fetches itself."""
+    state = orchestrator()
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        live.reader(state, job_id),
+    )
+    if response is None:
+        abort(404, f"there is no job {job_id}")
+    return response
+
+
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        orchestrator().cancel_job(job_id)
+        orchestrator().cancel_job(job_id, _actor())
     except lifecycle.JobNotFound:
         abort(404, f"there is no job {job_id}")
     except lifecycle.TransitionRefused as exc:
@@ -318,6 +409,7 @@ def resubmit(job_id: str) -> ResponseReturnValue:
             request.form.get("confirm_unknown") == "yes",
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-resubmit:{submission}",
+            actor=_actor(),
         )
     except lifecycle.JobNotFound:
         abort(404, f"there is no job {job_id}")
@@ -332,6 +424,9 @@ def resubmit(job_id: str) -> ResponseReturnValue:
         return back
     except IdempotencyInProgress:
         flash("This resubmit is still being created; wait a moment.", "error")
+        return back
+    except IdempotencyJobDeleted:
+        flash("This form's job was deleted since (retention); choose again.", "error")
         return back
     if result.created:
         count = len(result.job.items)
@@ -374,7 +469,7 @@ def notifications_page() -> ResponseReturnValue:
 def redeliver(notification_id: str) -> ResponseReturnValue:
     with orchestrator().session() as session:
         try:
-            notifications.redeliver(session, notification_id)
+            notifications.redeliver(session, notification_id, actor=_actor())
         except notifications.NotificationNotFound:
             abort(404, f"there is no notification {notification_id}")
         if not notifications.enabled(session):
@@ -389,6 +484,46 @@ def redeliver(notification_id: str) -> ResponseReturnValue:
 
 
 _SAFE_BACK = re.compile(r"^/dashboard/(notifications|jobs/[0-9a-f-]{36})$")
+
+
+# --- the audit log (CONTRACT §12), for operate ---
+
+AUDIT_ACTIONS = [
+    "job.submitted",
+    "job.resubmitted",
+    "job.cancelled",
+    "dispatch.paused",
+    "dispatch.resumed",
+    "notification.redelivered",
+    "session.started",
+    "session.ended",
+    "session.refused",
+    "read",
+]
+
+
+@bp.get("/activity")
+def activity() -> ResponseReturnValue:
+    filters = {
+        name: request.args.get(name, "").strip()[:255] or None
+        for name in ("actor", "action", "target")
+    }
+    before = None
+    if request.args.get("before"):
+        try:
+            before = int(_cursor_serializer().loads(request.args["before"]))
+        except (BadSignature, ValueError, TypeError):
+            abort(404, "that page of the activity does not exist")
+    with orchestrator().session() as session:
+        entries, more = audit.page_of_entries(session, PAGE_SIZE, before, **filters)
+    older = _cursor_serializer().dumps(entries[-1].id) if more and entries else None
+    return render_template(
+        "dashboard/activity.html",
+        entries=entries,
+        filters=filters,
+        older=older,
+        actions=AUDIT_ACTIONS,
+    )
 
 
 # --- the robot: capacity, queue, pause and resume ---
@@ -452,7 +587,7 @@ def pause() -> ResponseReturnValue:
             for field, why in err.messages_dict.items()
         ]
         return _dispatch_page(problems, form)
-    orchestrator().pause_dispatch(data["reason"], data.get("until"))
+    orchestrator().pause_dispatch(data["reason"], data.get("until"), _actor())
     until = data.get("until")
     ends = f" until {_when(until)}" if until else " until someone resumes it"
     flash(f"Dispatching paused{ends}. Active jobs go on; new jobs wait.")
@@ -461,7 +596,7 @@ def pause() -> ResponseReturnValue:
 
 @bp.post("/dispatch/resume")
 def resume() -> ResponseReturnValue:
-    orchestrator().resume_dispatch()
+    orchestrator().resume_dispatch(_actor())
     flash("Dispatching resumed: waiting jobs go to the robot as slots free up.")
     return redirect(url_for("dashboard.dispatch_page"), 303)
 
@@ -514,12 +649,16 @@ def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> Respons
             orders,
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-form:{submission}",
+            actor=_actor(),
         )
     except IdempotencyConflict:
         problems = ["This form was already used for other orders; it is reset: submit again."]
         return _submit_form(uuid.uuid4().hex, text, problems)
     except IdempotencyInProgress:
         return _submit_form(submission, text, ["This batch is still being created; wait."])
+    except IdempotencyJobDeleted:
+        problems = ["This form's job was deleted since (retention); it is reset: submit again."]
+        return _submit_form(uuid.uuid4().hex, text, problems)
     if result.created:
         flash(f"Job submitted: {_orders(len(orders))}.")
     else:

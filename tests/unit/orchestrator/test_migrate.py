@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestrator import lifecycle
 from orchestrator.db import dispose_all, session_scope
 from orchestrator.migrate import alembic_config, downgrade, upgrade
-from orchestrator.models import Item, Job
+from orchestrator.models import IdempotencyKey, Item, Job
 
 
 def before_0004(url: str) -> str:
@@ -96,3 +96,59 @@ def test_trace_parent_comes_empty_for_existing_jobs_and_goes_without_losing_them
         job.trace_parent = traceparent
     with session_scope(database_url) as session:
         assert session.scalar(select(Job.trace_parent).where(Job.id == job_id)) == traceparent
+
+
+def test_0006_keeps_every_key_and_deleting_a_job_leaves_its_key(database_url):
+    """Migration 0006 rebuilds idempotency_keys (SQLite): its rows stay, and from then on a
+    deleted job leaves its key behind with job_id NULL (CONTRACT §3)."""
+    kept, gone = new_job(database_url), new_job(database_url)
+    dispose_all()
+    downgrade(database_url, TRACE_PARENT)
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        for job_id in (kept, gone):
+            conn.execute(
+                text(
+                    "INSERT INTO idempotency_keys (token_digest, key, request_digest, job_id,"
+                    " created_at) VALUES ('t', :key, 'd', :job, CURRENT_TIMESTAMP)"
+                ),
+                {"key": f"key-{job_id}", "job": job_id},
+            )
+    engine.dispose()
+
+    upgrade(database_url)
+    with session_scope(database_url) as session:
+        session.execute(delete(Job).where(Job.id == gone))
+    with session_scope(database_url) as session:
+        keys = dict(session.execute(select(IdempotencyKey.key, IdempotencyKey.job_id)).all())
+        assert keys == {f"key-{kept}": kept, f"key-{gone}": None}
+        assert session.get(Job, kept).callback_key is None  # claimed before: no fingerprint
+        assert len(session.scalars(select(Item)).all()) == 1
+
+
+# audit_entries and jobs.created_by (CONTRACT §12): the migration that adds them.
+AUDIT_LOG = "0007"
+
+
+def test_created_by_comes_empty_for_existing_jobs_and_the_audit_table_goes_cleanly(database_url):
+    from orchestrator import audit
+    from orchestrator.models import AuditEntry
+
+    down = ScriptDirectory.from_config(alembic_config(database_url)).get_revision(AUDIT_LOG)
+    assert isinstance(down.down_revision, str)
+    job_id = new_job(database_url)
+    dispose_all()
+    downgrade(database_url, down.down_revision)
+    assert "created_by" not in columns(database_url)
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 1
+    engine.dispose()
+
+    upgrade(database_url)
+    with session_scope(database_url) as session:
+        assert session.get(Job, job_id).created_by is None  # a job from before names: none
+        audit.record(session, audit.SYSTEM, "dispatch.paused", "*", {"reason": "r"})
+    with session_scope(database_url) as session:
+        (entry,) = session.scalars(select(AuditEntry))
+        assert (entry.actor, entry.details, entry.outcome) == ("system", {"reason": "r"}, "ok")
