@@ -810,6 +810,22 @@ def test_a_paste_nested_too_deeply_is_a_problem_not_a_500(signed_in, sqlite_url)
     assert job_rows(sqlite_url) == []
 
 
+def test_a_paste_or_upload_with_1e400_is_a_problem_and_makes_no_job(signed_in, sqlite_url):
+    """CONTRACT §3: a number no double holds is refused, in the dashboard's batches too."""
+    answer = post_batch(signed_in, '[{"orderId": "A", "pedidoInput": {"x": 1e400}}]')
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "a number does not fit a double (64-bit float) at 0.pedidoInput.x"
+    ]
+    csv = b'orderId,pedidoInput\nA,"{""x"": -1e400}"\n'
+    answer = post_batch(signed_in, file=(csv, "big.csv"))
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "line 2: pedidoInput: a number does not fit a double (64-bit float) at x"
+    ]
+    assert job_rows(sqlite_url) == []
+
+
 def _first_event(response) -> dict:
     for chunk in response.response:
         text = chunk.decode() if isinstance(chunk, bytes) else chunk
