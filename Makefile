@@ -41,7 +41,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP) browser
 	$(BIN)/python -m pytest tests/integration
 
-## The fault suite alone (RELIABILITY.md); `make test` runs it too.
+## The fault suite alone (docs/reliability.md); `make test` runs it too.
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults
 

@@ -54,7 +54,7 @@ class Settings:
     robot_max_active_jobs: int | None = None
     robot_silence_timeout_seconds: float | None = None
     robot_pause_after_failures: int = 3
-    # Not in the contract: operational knobs with safe defaults (README, "Operations").
+    # Not in the contract: operational knobs with safe defaults (docs/configuration.md).
     # 5 s: a pause's `until` and the silence timeout act within 20 s of their time (§7) with
     # room for a slow tick; the hand-off's safety net runs as often.
     housekeeping_interval_seconds: float = 5.0

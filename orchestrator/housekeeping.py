@@ -23,7 +23,7 @@ from .models import (
 
 IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=48)
 
-# Retention: jobs per transaction, and batches per housekeeping run (the rest waits 15 s).
+# Retention: jobs per transaction, and batches per housekeeping run (the rest waits a run).
 PRUNE_BATCH_SIZE = 500
 PRUNE_BATCHES_PER_RUN = 40
 # Every table that records something about a job, deleted with it (and counted). Their

@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 # Flask, Celery, redis-py and the database drivers are imported inside create_app, not here:
 # ``python -m webapp`` imports this package in gunicorn's master process, and the gevent
-# worker must patch the standard library before any of them is first imported (README, "Web
-# server and slow clients").
+# worker must patch the standard library before any of them is first imported
+# (docs/security.md, "Web server and slow clients").
 
 # The WSGI environ key under which a request names the job it is about (gunicorn's access log).
 JOB_ID_ENVIRON = "orchestrator.job_id"

@@ -1,6 +1,6 @@
 """Run the web process: check the configuration, then serve under gunicorn on $PORT.
 
-gunicorn runs gevent workers (README, "Web server and slow clients"): each connection is a
+gunicorn runs gevent workers (docs/security.md, "Web server and slow clients"): each connection is a
 greenlet, so a client that trickles its headers or its body holds a few kilobytes, not one of
 a handful of threads. Each worker patches the standard library (``gevent.monkey.patch_all``)
 before it loads the app; this module and ``webapp/__init__`` therefore import nothing that

@@ -18,7 +18,7 @@ from orchestrator.text import UNSAFE_CHARACTERS
 from .state import orchestrator
 
 # Strings stored in text columns may hold no control characters, line separators or
-# bidirectional overrides (orchestrator/text.py, README "choices").
+# bidirectional overrides (orchestrator/text.py, docs/security.md "Text").
 NO_CONTROL = f"^[^{UNSAFE_CHARACTERS}]*$"
 JOB_STATUSES = ["pending", "processing", "completed", "failed", "cancelled"]
 NOTIFICATION_STATUSES = ["pending", "delivered", "failed"]

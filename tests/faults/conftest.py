@@ -3,7 +3,7 @@
 Each scenario starts its own ``Rig`` (harness ``System`` plus probes) so that what one test
 breaks cannot leak into the next. Shared Redis: databases 1-4 only, flushed before and after.
 Measured figures are printed at the end of the run (and written as JSON to
-``$FAULTS_FIGURES`` when set); RELIABILITY.md quotes them.
+``$FAULTS_FIGURES`` when set); docs/reliability.md quotes them.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def rig(
 
 
 def record(scenario: str, **figures: Any) -> None:
-    """Keep a measured figure for the end-of-run summary and RELIABILITY.md."""
+    """Keep a measured figure for the end-of-run summary and docs/reliability.md."""
     FIGURES.append({"scenario": scenario, **figures})
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 REDIS_DB = 10
 # The chain's steps as Flower names them. Its last step, ``orchestrator.finalize``, runs as a
 # task only when a poll finds the report or the deadline; a job woken by its report is closed
-# by the worker's report listener itself (README, Flower).
+# by the worker's report listener itself (docs/operations.md, Flower).
 STEPS = (
     "orchestrator.mark_processing",
     "orchestrator.dispatch",

@@ -1,4 +1,4 @@
-"""A host Flask app uses the orchestrator as a library, exactly as the README shows.
+"""A host Flask app uses the orchestrator as a library, exactly as docs/getting-started.md shows.
 
 The host serves the robot's callbacks and calls ``submit_job`` from its own view; the
 Procfile's worker and the robot simulator run as real processes beside it.
@@ -28,7 +28,7 @@ REDIS_DB = 13
 
 
 def make_shop() -> Flask:
-    """The host app of the README's example: its own views, the orchestrator inside."""
+    """The host app of docs/getting-started.md's example: its own views, the orchestrator inside."""
     shop = Flask("shop")
 
     @shop.post("/checkout")
