@@ -36,6 +36,7 @@ from orchestrator.submission import (
     IdempotencyInProgress,
     JobNotFinal,
     ResubmitRefused,
+    UnknownRobot,
     resubmit_job,
     submit_job,
 )
@@ -344,6 +345,9 @@ def resubmit(job_id: str) -> ResponseReturnValue:
     except IdempotencyInProgress:
         flash("This resubmit is still being created; wait a moment.", "error")
         return back
+    except UnknownRobot as exc:
+        flash(f"Nothing was resubmitted. {_choose_one(exc)}", "error")
+        return back
     if result.created:
         count = len(result.job.items)
         to = f" for robot {result.job.robot}" if len(state.settings.robots) > 1 else ""
@@ -415,25 +419,27 @@ def robot_suffix(name: str, several: bool) -> str:
 def _robots_context() -> dict[str, Any]:
     state = orchestrator()
     now = utcnow()
-    robots = state.settings.robots
-    several = len(robots) > 1
+    names = state.settings.robot_names
+    several = len(names) > 1
     shown = []
     with state.session() as session:
-        for robot in robots:
+        for name, robot in zip(
+            names, dispatch_control.robot_states(session, state.settings), strict=True
+        ):
             shown.append(
                 {
-                    "name": robot.name,
-                    "state": dispatch_control.read_state(session, state.settings, robot.name),
-                    "waiting": dispatch_control.queue(session, robot=robot.name, limit=QUEUE_SHOWN),
+                    "name": name,
+                    "state": robot,
+                    "waiting": dispatch_control.queue(session, robot=name, limit=QUEUE_SHOWN),
                     "hours": robot.hours,
                     "timezone": robot.timezone,
-                    "open": robot.is_open(now),
-                    "next_open": robot.next_open(now),
+                    "open": robot.open,
+                    "next_open": robot.next_open_at,
                     # One robot keeps the page's own routes; several: each robot's.
-                    "pause_url": url_for("dashboard.pause_robot", name=robot.name)
+                    "pause_url": url_for("dashboard.pause_robot", name=name)
                     if several
                     else url_for("dashboard.pause"),
-                    "resume_url": url_for("dashboard.resume_robot", name=robot.name)
+                    "resume_url": url_for("dashboard.resume_robot", name=name)
                     if several
                     else url_for("dashboard.resume"),
                 }
@@ -559,10 +565,6 @@ def submit() -> ResponseReturnValue:
     data: bytes | str = upload.read() if upload is not None and upload.filename else b""
     text = request.form.get("text", "")
     robot = request.form.get("robot") or None
-    settings = orchestrator().settings
-    if len(settings.robots) > 1 and settings.robot(robot or "") is None:
-        names = ", ".join(settings.robot_names)
-        return _submit_form(submission, text, [f"Robot: choose one of {names}."], robot)
     if data and text.strip():
         return _submit_form(submission, text, ["Upload a file or paste text, not both."], robot)
     if not data and not text.strip():
@@ -607,12 +609,18 @@ def _create(
         return _submit_form(uuid.uuid4().hex, text, problems, robot)
     except IdempotencyInProgress:
         return _submit_form(submission, text, ["This batch is still being created; wait."], robot)
+    except UnknownRobot as exc:
+        return _submit_form(submission, text, [_choose_one(exc)], robot)
     if result.created:
         to = f" for robot {result.job.robot}" if len(state.settings.robots) > 1 else ""
         flash(f"Job submitted{to}: {_orders(len(orders))}.")
     else:
         flash("This form was submitted before: here is the job it created.")
     return redirect(url_for("dashboard.job_page", job_id=result.job.id), 303)
+
+
+def _choose_one(exc: UnknownRobot) -> str:
+    return f"Robot: choose one of {', '.join(exc.robots)}."
 
 
 def _orders(count: int) -> str:
