@@ -95,17 +95,52 @@ def _submit_latency(stack: Stack) -> dict[str, Any]:
     return summary(latencies)
 
 
-def _claim_plan(stack: Stack) -> list[str]:
-    """EXPLAIN ANALYZE of the claim's order: the next waiting job of one robot."""
+def _claim_plan(stack: Stack) -> dict[str, list[str]]:
+    """EXPLAIN ANALYZE, on PostgreSQL, of the hand-off's window (a robot's first waiting jobs)
+    and of the claim's check (fewer than ``free`` waiting jobs ahead of this one), for the
+    last waiting job of one robot: the two queries a freed slot runs at this depth."""
+    from sqlalchemy import select
     from sqlalchemy.dialects import postgresql
 
     from orchestrator import dispatch_control
+    from orchestrator.models import Job
 
-    query = dispatch_control.next_waiting_query(ROBOTS[0])
-    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    jobs = Job.__table__
+    robot = ROBOTS[0]
+    window = (
+        select(jobs.c.id)
+        .where(jobs.c.robot == robot, dispatch_control.WAITING)
+        .order_by(jobs.c.robot, *dispatch_control.QUEUE_ORDER)
+        .limit(K)
+    )
     with stack.engine.connect() as conn:
-        rows = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {sql}").all()
-    return [sql, *(row[0] for row in rows)]
+        last = conn.execute(
+            select(jobs.c.id, jobs.c.priority, jobs.c.created_at)
+            .where(jobs.c.robot == robot, dispatch_control.WAITING)
+            .order_by(jobs.c.priority, jobs.c.created_at.desc(), jobs.c.id.desc())
+            .limit(1)
+        ).one()
+        params = {
+            "the_robot": robot,
+            "the_priority": last.priority,
+            "the_created_at": last.created_at,
+            "the_id": last.id,
+            "free": K,
+        }
+        plans = {}
+        for label, statement, values in (
+            ("hand-off window", window, {}),
+            (
+                "claim: jobs ahead within the free slots",
+                dispatch_control._COUNT_FIRST_AHEAD,
+                params,
+            ),
+        ):
+            compiled = statement.compile(dialect=postgresql.dialect())
+            bound = {**compiled.construct_params(), **values}
+            rows = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}", bound).all()
+            plans[label] = [row[0] for row in rows]
+    return plans
 
 
 def _handoffs(stack: Stack, count: int) -> dict[str, Any]:
@@ -154,7 +189,7 @@ def queue_depth(redis_mode: str, depths: tuple[int, ...], handoffs: int) -> dict
         "ROBOT_DEADLINE_MARGIN_SECONDS": "600",
     }
     levels = []
-    plan: list[str] = []
+    plan: dict[str, list[str]] = {}
     with Stack(
         NAME, redis_mode, robot="simulator", robot_args="--workers 64", robots=ROBOTS, **env
     ) as stack:
@@ -167,7 +202,8 @@ def queue_depth(redis_mode: str, depths: tuple[int, ...], handoffs: int) -> dict
             waiting = _waiting_parked(stack)
             if depth == depths[-1]:
                 plan = _claim_plan(stack)
-                note(f"{NAME}: claim plan at {depth} waiting:\n  " + "\n  ".join(plan))
+                for label, lines in plan.items():
+                    note(f"{NAME}: {label} at {waiting} waiting:\n  " + "\n  ".join(lines))
             note(f"{NAME}: {waiting} waiting; resuming for {handoffs} hand-offs per robot")
             figures = {
                 "waiting": waiting,
