@@ -1,5 +1,5 @@
 """Database tables: jobs, their items, robot events, idempotency keys, notifications and the
-one-row dispatch control (pause, failures in a row)."""
+dispatch control, one row per robot (pause, failures in a row)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,8 @@ class Job(Base):
     # Set when a dispatch claim found no free slot (or a pause) and the chain stopped: the
     # hand-off re-sends only such jobs, never a chain that is still on its way.
     parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The robot that must process the job (CONTRACT §11); ``default`` with one robot.
+    robot: Mapped[str] = mapped_column(String(40), default="default", server_default="default")
 
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.position")
 
@@ -123,12 +125,13 @@ class Job(Base):
     )
 
 
-# The dispatch order of waiting jobs, on the waiting jobs only: the claim's window and
-# every queuePosition are one range scan of it (the predicate is a literal, no parameter,
-# so both engines use the partial index for any query that repeats it).
+# Each robot's dispatch order of waiting jobs, on the waiting jobs only: the claim's window
+# and every queuePosition are one range scan of it within the robot (the predicate is a
+# literal, no parameter, so both engines use the partial index for any query that repeats it).
 _waiting = Job.dispatched_at.is_(None)
 Index(
-    "ix_jobs_queue",
+    "ix_jobs_robot_queue",
+    Job.robot,
     Job.priority.desc(),
     Job.created_at,
     Job.id,
@@ -136,14 +139,23 @@ Index(
     postgresql_where=_waiting,
     sqlite_where=_waiting,
 )
+# Each robot's active jobs (dispatched, open): the claim counts them under the robot's lock.
+_dispatched = Job.dispatched_at.is_not(None)
+Index(
+    "ix_jobs_robot_active",
+    Job.robot,
+    Job.status,
+    postgresql_where=_dispatched,
+    sqlite_where=_dispatched,
+)
 
 
 class DispatchControl(Base):
-    """The one row (id 1) every dispatch claim locks: pause state and failures in a row."""
+    """One row per robot, which that robot's dispatch claims lock: pause, failures in a row."""
 
     __tablename__ = "dispatch_control"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    robot: Mapped[str] = mapped_column(String(40), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     paused_reason: Mapped[str | None] = mapped_column(Text)
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

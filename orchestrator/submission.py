@@ -59,15 +59,23 @@ def submit_job(
     body_digest: str | None = None,
     resubmit_of: str | None = None,
     priority: int = 0,
+    robot: str | None = None,
 ) -> Submitted:
     """Create a job for validated orders and enqueue its chain after the commit.
 
     With an ``idempotency_key`` (scoped to ``token``) a repeat returns the first job and
     starts nothing; the same key with a different body raises IdempotencyConflict.
-    ``resubmit_of`` names the job the orders come from (resubmit_job).
+    ``resubmit_of`` names the job the orders come from (resubmit_job). ``robot`` is the
+    job's robot (CONTRACT §11): None only with one robot configured, which it then gets;
+    raises UnknownRobot for a name not configured (or None with several robots).
     """
+    robot = choose_robot(settings, robot)
     digest = body_digest or request_digest(
-        {"orders": list(orders), **({"priority": priority} if priority else {})}
+        {
+            "orders": list(orders),
+            **({"priority": priority} if priority else {}),
+            **({"robot": robot} if len(settings.robots) > 1 else {}),
+        }
     )
     token_digest = _digest(token)
     session = session_factory(settings.database_url)()
@@ -76,7 +84,9 @@ def submit_job(
             earlier = _earlier(session, token_digest, idempotency_key, digest)
             if earlier is not None:
                 return Submitted(earlier, created=False)
-        job = lifecycle.create_job(session, orders, priority=priority, resubmit_of=resubmit_of)
+        job = lifecycle.create_job(
+            session, orders, priority=priority, resubmit_of=resubmit_of, robot=robot
+        )
         if idempotency_key is not None:
             session.flush()  # the key row refers to the job row: insert the job first
             session.add(
@@ -107,6 +117,27 @@ def submit_job(
         with job_context(job.id):
             log.exception("job %s committed but its chain could not be enqueued", job.id)
     return Submitted(job, created=True)
+
+
+class UnknownRobot(ValueError):
+    """The job's robot is missing (with several robots) or not configured (CONTRACT §11)."""
+
+    def __init__(self, message: str, robots: Sequence[str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.robots = tuple(robots)
+
+
+def choose_robot(settings: Settings, robot: str | None) -> str:
+    """Return the job's robot: the one given if configured, else the only one; or refuse."""
+    names = settings.robot_names
+    if robot is None:
+        if len(names) == 1:
+            return names[0]
+        raise UnknownRobot(f"robot is required: one of {', '.join(names)}", names)
+    if settings.robot(robot) is None:
+        raise UnknownRobot(f"unknown robot; one of {', '.join(names)}", names)
+    return robot
 
 
 def _earlier(session: Any, token_digest: str, key: str, digest: str) -> Job | None:
@@ -160,20 +191,26 @@ def resubmit_job(
     token: str = "",
     idempotency_key: str | None = None,
     body_digest: str | None = None,
+    robot: str | None = None,
 ) -> Submitted:
     """Create a new job from items of a finished job, through submit_job (CONTRACT §3).
 
-    Without ``item_ids``, every item in ``error``. Raises lifecycle.JobNotFound,
+    ``robot``: the new job's robot, by default the old job's (UnknownRobot when that one is
+    no longer configured, or the one given is not). Without ``item_ids``, every item in
+    ``error``. Raises lifecycle.JobNotFound,
     JobNotFinal, ResubmitRefused (an item in success, in unknown without
     ``confirm_unknown``, not the job's, or nothing to resubmit) and submit_job's
     idempotency errors. A repeat with the same key returns the first new job, whatever
     happened to the old one since.
     """
-    request = {
+    request: dict[str, Any] = {
         "itemIds": None if item_ids is None else list(item_ids),
         "confirmUnknown": confirm_unknown,
         "priority": priority,
     }
+    if robot is not None:
+        request["robot"] = robot
+        choose_robot(settings, robot)  # refused before anything is read
     digest = body_digest or resubmit_digest(job_id, request)
     session = session_factory(settings.database_url)()
     try:
@@ -185,6 +222,7 @@ def resubmit_job(
         if job.status not in FINAL_JOB_STATUSES:
             raise JobNotFinal(job_id, job.status)
         items = queries.job_items(session, job_id)
+        robot = choose_robot(settings, robot or job.robot)
     finally:
         session.close()
     chosen = choose_items(items, item_ids, confirm_unknown)
@@ -207,6 +245,7 @@ def resubmit_job(
             body_digest=digest,
             resubmit_of=job_id,
             priority=priority,
+            robot=robot,
         )
     except (IntegrityError, IdempotencyInProgress):
         # The old job deleted (retention) since it was read: resubmit_of names no job.

@@ -15,5 +15,6 @@ bp = Blueprint("metrics", __name__)
 @bp.get("/metrics")
 def metrics_page() -> Response:
     require_token()
-    body, content_type = web_exposition(orchestrator().settings.database_url)
+    settings = orchestrator().settings
+    body, content_type = web_exposition(settings.database_url, settings)
     return Response(body, content_type=content_type)

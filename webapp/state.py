@@ -45,31 +45,38 @@ class Orchestrator:
         with self.session() as session:
             lifecycle.cancel(session, job_id)
             session.commit()
+            moved = lifecycle.robots_moved(session)
         self.forget_waiter(job_id)
-        tasks.hand_off(self.celery, self.settings)
+        tasks.hand_off(self.celery, self.settings, robots=moved)
 
-    def dispatch_state(self) -> dispatch_control.DispatchState:
-        """Return the dispatch control's state (CONTRACT §3)."""
+    def dispatch_state(self, robot: str | None = None) -> dispatch_control.DispatchState:
+        """Return a robot's state, or every robot's combined (CONTRACT §3)."""
         with self.session() as session:
-            return dispatch_control.read_state(session, self.settings)
+            return dispatch_control.read_state(session, self.settings, robot)
+
+    def robot_states(self) -> list[dispatch_control.RobotState]:
+        """Return every configured robot's state, in the order of ROBOTS."""
+        with self.session() as session:
+            return dispatch_control.robot_states(session, self.settings)
 
     def pause_dispatch(
-        self, reason: str, until: datetime | None = None
+        self, reason: str, until: datetime | None = None, robot: str | None = None
     ) -> dispatch_control.DispatchState:
-        """Pause dispatching for every process (again: replace reason and end); commit."""
+        """Pause a robot's dispatching (None: every robot's) for every process; commit."""
         with self.session() as session:
-            state = lifecycle.pause_dispatch(session, self.settings, reason, until)
+            state = lifecycle.pause_dispatch(session, self.settings, reason, until, robot=robot)
             session.commit()
         return state
 
-    def resume_dispatch(self) -> dispatch_control.DispatchState:
-        """Resume dispatching, commit, then start the jobs the free slots let go."""
+    def resume_dispatch(self, robot: str | None = None) -> dispatch_control.DispatchState:
+        """Resume a robot's dispatching (None: every robot's), commit, then hand off."""
         with self.session() as session:
-            lifecycle.resume_dispatch(session, self.settings)
+            lifecycle.resume_dispatch(session, self.settings, robot)
             session.commit()
-        tasks.hand_off(self.celery, self.settings, slot_freed=False)
+        robots = None if robot is None else [robot]
+        tasks.hand_off(self.celery, self.settings, slot_freed=False, robots=robots)
         with self.session() as session:
-            return dispatch_control.read_state(session, self.settings)
+            return dispatch_control.read_state(session, self.settings, robot)
 
     def forget_waiter(self, job_id: str) -> None:
         """Stop a finished job's poller early; its keys expire anyway if Redis is down."""

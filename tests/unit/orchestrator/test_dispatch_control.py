@@ -463,10 +463,10 @@ def test_the_position_count_uses_the_queue_index_on_postgresql(postgres_url) -> 
     with connect(postgres_url) as conn:
         conn.exec_driver_sql("SET enable_seqscan = off")
         plan = conn.exec_driver_sql(
-            "EXPLAIN SELECT count(*) FROM jobs WHERE dispatched_at IS NULL "
+            "EXPLAIN SELECT count(*) FROM jobs WHERE robot = 'default' AND dispatched_at IS NULL "
             "AND status IN ('pending', 'processing') AND priority > 0"
         ).all()
-    assert "ix_jobs_queue" in " ".join(row[0] for row in plan)
+    assert "ix_jobs_robot_queue" in " ".join(row[0] for row in plan)
 
 
 def test_the_control_row_exists_after_migration(database_url) -> None:

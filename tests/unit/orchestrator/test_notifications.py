@@ -378,6 +378,9 @@ def test_a_result_applied_after_a_finalize_it_did_not_see_still_records_job_upda
 # --- dispatch.paused and dispatch.resumed (CONTRACT §8), written with the pause itself ---
 
 
+ROBOT_FIELDS = ("name", "hours", "timezone", "open", "nextOpenAt")
+
+
 def _dispatch_rows(url: str) -> list[tuple[str, dict]]:
     return [(row.type, row.payload) for row in rows(url) if row.job_id is None]
 
@@ -394,10 +397,18 @@ def test_a_pause_and_a_resume_by_hand_are_notified_with_the_dispatch_state(
     with session_scope(database_url) as session:  # not paused: nothing resumes
         lifecycle.resume_dispatch(session, notify)
 
-    assert _dispatch_rows(database_url) == [
-        (notifications.DISPATCH_PAUSED, paused.as_json()),
-        (notifications.DISPATCH_RESUMED, resumed.as_json()),
+    # One notification per robot, its state with its name (CONTRACT §8); one robot here,
+    # so the whole state is that robot's.
+    named = [
+        {key: value for key, value in data.items() if key not in ROBOT_FIELDS}
+        for _kind, data in _dispatch_rows(database_url)
     ]
+    assert [kind for kind, _ in _dispatch_rows(database_url)] == [
+        notifications.DISPATCH_PAUSED,
+        notifications.DISPATCH_RESUMED,
+    ]
+    assert named == [paused.as_json(), resumed.as_json()]
+    assert [data["name"] for _kind, data in _dispatch_rows(database_url)] == ["default"] * 2
     assert paused.as_json()["pausedBy"] == "api"
     assert enqueued == [None, None]
 
