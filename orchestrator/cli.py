@@ -2,8 +2,8 @@
 
 ``submit``, ``status``, ``list``, ``cancel``, ``resubmit``, ``queue``, ``robots``, ``pause`` and
 ``resume`` talk to the HTTP API only (so they work against a remote deployment):
-``--url``/``--token``, or ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN. Every failure is one line on stderr and a non-zero exit:
-1 when the server or the job said no, 2 for a bad file or bad usage.
+``--url``/``--token``, or ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN. Every failure is one line on
+stderr and a non-zero exit: 1 when the server or the job said no, 2 for a bad file or bad usage.
 """
 
 from __future__ import annotations

@@ -24,15 +24,12 @@ from typing import Any, Self
 import redis
 import requests
 
+from ..robots import variable_prefix
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_REDIS = "redis://127.0.0.1:6379/14"
 REDIS_MODES = ("auto", "embedded")
 FLOWER_USER = "operator"
-
-
-def robot_variable_prefix(name: str) -> str:
-    """Return the prefix of a robot's variables: ``servientrega-2`` → ``ROBOT_SERVIENTREGA_2_``."""
-    return f"ROBOT_{name.upper().replace('-', '_')}_"
 
 
 def free_port() -> int:
@@ -263,7 +260,7 @@ class Stack:
             return {}
         env = {"ROBOTS": ",".join(self.robot_urls)}
         for name, url in self.robot_urls.items():
-            env[f"{robot_variable_prefix(name)}URL"] = url
+            env[f"{variable_prefix(name)}URL"] = url
         return env
 
     def simulator_port(self, name: str) -> int:

@@ -117,7 +117,8 @@ def test_resubmit_to_another_robot(cli, csv_file, server):  # noqa: F811
 
     job_id = job_id_of(cli("submit", str(csv_file), "--robot", "south").stdout)
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
-    assert requests.post(f"{server}/api/jobs/{job_id}/cancel", headers=headers).status_code == 200
+    cancelled = requests.post(f"{server}/api/jobs/{job_id}/cancel", headers=headers, timeout=10)
+    assert cancelled.status_code == 200
     refused = cli("resubmit", job_id, "--robot", "nowhere")
     assert refused.exit_code == 1 and "robot: " in refused.stderr
     done = cli("resubmit", job_id, "--robot", "north")
