@@ -453,7 +453,7 @@ def _dispatch_page(
     form_robot: str | None = None,
 ) -> Any:
     context = _robots_context()
-    if form_robot is None and not context["several"]:
+    if not context["several"]:  # one robot: its form is the page's only one
         form_robot = context["robots"][0]["name"]
     page = render_template(
         "dashboard/dispatch.html",
