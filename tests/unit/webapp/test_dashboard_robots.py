@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator import submission
 from orchestrator.robots import DAYS, Hours, RobotSettings
+from webapp import library
 
-from ..conftest import API_TOKEN
 from .test_dashboard import csrf_of, form_page, post_batch, sign_in
 from .test_dashboard_resubmit import form_fields
 
@@ -50,14 +51,21 @@ def browser(robots_app):
     return client
 
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
 def submit(client, robot: str, count: int = 1) -> dict[str, Any]:
+    """Create a job for ``robot`` as the job API does; return it as the API shows it."""
+    state = client.application.extensions["orchestrator"]
     orders = [{"orderId": f"ORD-{n}", "pedidoInput": {"n": n}} for n in range(count)]
-    answer = client.post("/api/jobs", json={"orders": orders, "robot": robot}, headers=AUTH)
-    assert answer.status_code == 202, answer.get_json()
-    return answer.get_json()
+    job = submission.submit_job(state.settings, state.celery, orders, token="t", robot=robot)
+    return view(client, job.job.id)
+
+
+def view(client, job_id: str) -> dict[str, Any]:
+    with client.application.app_context():
+        return library.get_job(job_id)
+
+
+def robot_state(client, name: str | None = None) -> Any:
+    return client.application.extensions["orchestrator"].dispatch_state(name)
 
 
 def text(client, path: str) -> str:
@@ -110,14 +118,13 @@ def test_pause_and_resume_one_robot_then_every_robot(browser):
         data={"csrf_token": csrf, "reason": "portal maintenance", "until": ""},
     )
     assert answer.status_code == 303 and answer.headers["Location"] == "/dashboard/dispatch"
-    south = browser.get("/api/robots/south", headers=AUTH).get_json()
-    north = browser.get("/api/robots/north", headers=AUTH).get_json()
-    assert (south["paused"], south["pausedReason"], south["pausedBy"]) == (
+    south, north = robot_state(browser, "south"), robot_state(browser, "north")
+    assert (south.paused, south.paused_reason, south.paused_by) == (
         True,
         "portal maintenance",
         "api",
     )
-    assert north["paused"] is False
+    assert north.paused is False
     html = text(browser, "/dashboard/dispatch")
     assert "Dispatching to south paused until someone resumes it." in html
     assert 'id="resume-south"' in robot_section(html, "south")
@@ -125,7 +132,7 @@ def test_pause_and_resume_one_robot_then_every_robot(browser):
 
     answer = browser.post("/dashboard/robots/south/resume", data={"csrf_token": csrf})
     assert answer.status_code == 303
-    assert browser.get("/api/robots/south", headers=AUTH).get_json()["paused"] is False
+    assert robot_state(browser, "south").paused is False
 
     until = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
     answer = browser.post(
@@ -133,15 +140,11 @@ def test_pause_and_resume_one_robot_then_every_robot(browser):
         data={"csrf_token": csrf, "reason": "end of day", "until": until},
     )
     assert answer.status_code == 303
-    robots = browser.get("/api/robots", headers=AUTH).get_json()["robots"]
-    assert [(r["name"], r["paused"], r["pausedReason"]) for r in robots] == [
-        ("north", True, "end of day"),
-        ("south", True, "end of day"),
-    ]
-    assert browser.get("/api/dispatch", headers=AUTH).get_json()["paused"] is True
+    robots = [robot_state(browser, name) for name in ("north", "south")]
+    assert [(r.paused, r.paused_reason) for r in robots] == [(True, "end of day")] * 2
+    assert robot_state(browser).paused is True  # every robot paused: the combined state too
     browser.post("/dashboard/dispatch/resume", data={"csrf_token": csrf})
-    robots = browser.get("/api/robots", headers=AUTH).get_json()["robots"]
-    assert [r["paused"] for r in robots] == [False, False]
+    assert [robot_state(browser, name).paused for name in ("north", "south")] == [False, False]
 
 
 def test_robot_forms_need_csrf_a_valid_reason_and_a_known_robot(browser):
@@ -155,7 +158,7 @@ def test_robot_forms_need_csrf_a_valid_reason_and_a_known_robot(browser):
     answer = browser.post("/dashboard/robots/north/pause", data={"csrf_token": csrf, "reason": ""})
     assert answer.status_code == 422
     assert "Dispatching was not paused." in answer.get_data(as_text=True)
-    assert browser.get("/api/robots/north", headers=AUTH).get_json()["paused"] is False
+    assert robot_state(browser, "north").paused is False
 
 
 def test_the_job_list_shows_the_robot_and_filters_by_it(browser):
@@ -191,14 +194,13 @@ def test_the_submit_form_asks_for_the_robot(browser):
     answer = post_batch(browser, batch, robot="south")
     assert answer.status_code == 303
     job_id = answer.headers["Location"].rsplit("/", 1)[1]
-    assert browser.get(f"/api/jobs/{job_id}", headers=AUTH).get_json()["robot"] == "south"
+    assert view(browser, job_id)["robot"] == "south"
     assert "Job submitted for robot south: 1 order." in text(browser, answer.headers["Location"])
 
 
 def test_a_failed_couriers_error_orders_go_to_another_robot(browser):
     job = submit(browser, "south", count=2)
-    cancelled = browser.post(f"/api/jobs/{job['id']}/cancel", headers=AUTH)
-    assert cancelled.status_code == 200  # never dispatched: its items are error
+    browser.application.extensions["orchestrator"].cancel_job(job["id"])  # items error
     page = text(browser, f"/dashboard/jobs/{job['id']}")
     assert re.search(r'<select name="robot" id="robot-errors">', page)
     assert re.search(r'<option value="south" selected>south</option>', page)
@@ -206,7 +208,7 @@ def test_a_failed_couriers_error_orders_go_to_another_robot(browser):
     answer = browser.post(f"/dashboard/jobs/{job['id']}/resubmit", data=fields)
     assert answer.status_code == 303
     new_id = answer.headers["Location"].rsplit("/", 1)[1]
-    new = browser.get(f"/api/jobs/{new_id}", headers=AUTH).get_json()
+    new = view(browser, new_id)
     assert (new["robot"], new["resubmitOf"], new["counts"]["total"]) == ("north", job["id"], 2)
     assert "as this new job for robot north." in text(browser, answer.headers["Location"])
 
