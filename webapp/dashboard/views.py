@@ -90,6 +90,7 @@ def _globals() -> dict[str, Any]:
         "user": login.signed_in_user(),
         "statuses": JOB_STATUSES,
         "banner_state": _banner_state,
+        "banner_robots": _banner_robots,
         "robot_names": robots,
         "several": len(robots) > 1,
     }
@@ -107,6 +108,17 @@ def _banner_state() -> dispatch_control.DispatchState | None:
     except SQLAlchemyError:  # the page itself says what failed; the banner is left out
         log.warning("dashboard: the dispatch state could not be read", exc_info=True)
         return None
+
+
+def _banner_robots() -> list[dispatch_control.RobotState]:
+    """Return the paused robots, for the banner when some robots but not all are paused."""
+    if not login.signed_in_user():
+        return []
+    try:
+        return [robot for robot in orchestrator().robot_states() if robot.paused]
+    except SQLAlchemyError:
+        log.warning("dashboard: the robots' states could not be read", exc_info=True)
+        return []
 
 
 @bp.app_template_filter("when")

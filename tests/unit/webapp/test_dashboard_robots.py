@@ -127,12 +127,15 @@ def test_pause_and_resume_one_robot_then_every_robot(browser):
     assert north.paused is False
     html = text(browser, "/dashboard/dispatch")
     assert "Dispatching to south paused until someone resumes it." in html
+    banner = text(browser, "/dashboard/live/banner")  # on every page: one robot is paused
+    assert 'data-paused-robots="south"' in banner and "portal maintenance" in banner
     assert 'id="resume-south"' in robot_section(html, "south")
     assert 'id="resume-north"' not in robot_section(html, "north")
 
     answer = browser.post("/dashboard/robots/south/resume", data={"csrf_token": csrf})
     assert answer.status_code == 303
     assert robot_state(browser, "south").paused is False
+    assert "data-paused-robots" not in text(browser, "/dashboard/live/banner")
 
     until = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
     answer = browser.post(
