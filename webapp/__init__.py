@@ -51,10 +51,11 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
 
 def init_api(app: Flask) -> None:
     """Register the job, dispatch, notification and metrics APIs, the callbacks and health."""
-    from . import callbacks, dispatch, health, jobs, metrics, notifications
+    from . import callbacks, dispatch, health, jobs, metrics, notifications, robots
 
     app.register_blueprint(jobs.bp)
     app.register_blueprint(dispatch.bp)
+    app.register_blueprint(robots.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(health.bp)

@@ -1,6 +1,8 @@
-"""Dispatch control (CONTRACT §3, §7): read the state, pause and resume dispatching."""
+"""Dispatch control (CONTRACT §3, §7, §11): read the state, pause and resume every robot."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
@@ -23,17 +25,22 @@ def read() -> ResponseReturnValue:
     return jsonify(orchestrator().dispatch_state().as_json())
 
 
-@bp.post("/pause")
-def pause() -> ResponseReturnValue:
+def pause_request() -> dict[str, Any]:
+    """Return the validated pause body (reason, until), or raise the 4xx with the envelope."""
     body = parse_json_body()
     if not isinstance(body, dict):
         raise ApiError(
             422, "the body must be a JSON object", details={"_schema": ["not an object"]}
         )
     try:
-        data = _pause_schema.load(body)
+        return _pause_schema.load(body)
     except ValidationError as err:
         raise ApiError(422, "the request failed validation", details=err.messages_dict) from None
+
+
+@bp.post("/pause")
+def pause() -> ResponseReturnValue:
+    data = pause_request()
     state = orchestrator().pause_dispatch(data["reason"], data.get("until"))
     return jsonify(state.as_json())
 

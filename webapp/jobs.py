@@ -19,6 +19,8 @@ from orchestrator.submission import (
     JobNotFinal,
     ResubmitRefused,
     Submitted,
+    UnknownRobot,
+    choose_robot,
     request_digest,
     resubmit_digest,
     resubmit_job,
@@ -68,6 +70,19 @@ def _require_object(body: Any) -> dict[str, Any]:
             422, "the body must be a JSON object", details={"_schema": ["not an object"]}
         )
     return body
+
+
+def unknown_robot(exc: UnknownRobot) -> ApiError:
+    """The 422 of a missing or unknown robot, naming the field (CONTRACT §3)."""
+    return ApiError(422, exc.message, details={"robot": [exc.message]})
+
+
+def _robot(name: str | None) -> str:
+    """Return the job's robot (given, or the only one), or raise the 422 naming ``robot``."""
+    try:
+        return choose_robot(orchestrator().settings, name)
+    except UnknownRobot as exc:
+        raise unknown_robot(exc) from None
 
 
 @contextmanager
@@ -126,6 +141,7 @@ def submit() -> ResponseReturnValue:
         raise _validation_error(err) from None
     if not data["orders"]:
         raise ApiError(422, "a job needs at least one order", details={"orders": ["empty"]})
+    robot = _robot(data.get("robot"))
     with _idempotency_errors():
         result = submit_job(
             state.settings,
@@ -135,6 +151,7 @@ def submit() -> ResponseReturnValue:
             idempotency_key=key,
             body_digest=request_digest(body),
             priority=data["priority"],
+            robot=robot,
         )
     return _created(result)
 
@@ -162,6 +179,12 @@ def list_jobs() -> ResponseReturnValue:
         args = _list_schema.load(request.args.to_dict())
     except ValidationError as err:
         raise _validation_error(err) from None
+    robot = args.get("robot")
+    if robot is not None and orchestrator().settings.robot(robot) is None:
+        names = ", ".join(orchestrator().settings.robot_names)
+        raise ApiError(
+            422, f"unknown robot; one of {names}", details={"robot": [f"one of {names}"]}
+        )
     after = None
     if "cursor" in args:
         try:
@@ -172,7 +195,7 @@ def list_jobs() -> ResponseReturnValue:
                 422, "the cursor was not issued by this server", details={"cursor": ["invalid"]}
             ) from None
     with orchestrator().session() as session:
-        jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after)
+        jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after, robot)
         counts = queries.item_counts(session, [job.id for job in jobs])
         conn = session.connection()
         body = [
@@ -210,6 +233,8 @@ def resubmit(job_id: str) -> ResponseReturnValue:
         data = _resubmit_schema.load(body)
     except ValidationError as err:
         raise _validation_error(err) from None
+    if "robot" in data:
+        _robot(data["robot"])
     try:
         with _idempotency_errors():
             result = resubmit_job(
@@ -222,6 +247,7 @@ def resubmit(job_id: str) -> ResponseReturnValue:
                 token=g.api_token,
                 idempotency_key=key,
                 body_digest=resubmit_digest(job_id, body),
+                robot=data.get("robot"),
             )
     except lifecycle.JobNotFound:
         raise ApiError(404, f"no job with id {job_id!r}") from None
@@ -233,4 +259,6 @@ def resubmit(job_id: str) -> ResponseReturnValue:
         ) from None
     except ResubmitRefused as exc:
         raise ApiError(422, exc.message, exc.code, exc.details) from None
+    except UnknownRobot as exc:  # the original job's robot is no longer configured
+        raise unknown_robot(exc) from None
     return _created(result)

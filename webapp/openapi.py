@@ -78,6 +78,7 @@ def _job_properties() -> dict[str, Any]:
             }
         ),
         "resubmitOf": _nullable({"type": "string", "description": "the job it came from"}),
+        "robot": {"type": "string", "description": "the robot that processes the job (§11)"},
         "counts": {
             "type": "object",
             "required": ["total", *ITEM_STATUSES],
@@ -131,6 +132,12 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "items": _ref("Order"),
                 },
                 "priority": {**PRIORITY, "default": 0, "description": "higher goes first"},
+                "robot": {
+                    "type": "string",
+                    "enum": list(settings.robot_names),
+                    "description": "the robot that must process the job: required with "
+                    "several robots, else the only one",
+                },
             },
         },
         "PauseRequest": {
@@ -175,6 +182,29 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "failuresInARow": {"type": "integer", "minimum": 0},
             },
         },
+        "Robot": {
+            "allOf": [
+                _ref("DispatchState"),
+                {
+                    "type": "object",
+                    "required": ["name", "hours", "timezone", "open", "nextOpenAt"],
+                    "properties": {
+                        "name": {"type": "string", "enum": list(settings.robot_names)},
+                        "hours": _nullable(
+                            {"type": "string", "description": "as configured; null: any time"}
+                        ),
+                        "timezone": {"type": "string", "description": "IANA time zone"},
+                        "open": {"type": "boolean", "description": "a dispatch may start now"},
+                        "nextOpenAt": _nullable({"type": "string", "format": "date-time"}),
+                    },
+                },
+            ]
+        },
+        "RobotList": {
+            "type": "object",
+            "required": ["robots"],
+            "properties": {"robots": {"type": "array", "items": _ref("Robot")}},
+        },
         "ResubmitRequest": {
             "type": "object",
             "additionalProperties": False,
@@ -191,6 +221,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "were not entered",
                 },
                 "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+                "robot": {
+                    "type": "string",
+                    "enum": list(settings.robot_names),
+                    "description": "the new job's robot; by default the original job's",
+                },
             },
         },
         "Item": {
@@ -354,6 +389,9 @@ def build_document(settings: Settings) -> dict[str, Any]:
     """Return the OpenAPI 3.0 document for a deployment's settings."""
     job_answer = {"content": _json(_ref("Job"))}
     dispatch_answer = {"content": _json(_ref("DispatchState"))}
+    robot_answer = {"content": _json(_ref("Robot"))}
+    robot_list_answer = {"content": _json(_ref("RobotList"))}
+    robot_parameter = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     location = {"Location": {"schema": {"type": "string"}, "description": "/api/jobs/<id>"}}
     webhook_headers = [
         {
@@ -420,7 +458,14 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         "operationId": "listJobs",
                         "summary": "List jobs, newest first",
                         "security": [{"bearerAuth": []}],
-                        "parameters": _page_parameters(JOB_STATUSES),
+                        "parameters": [
+                            *_page_parameters(JOB_STATUSES),
+                            {
+                                "name": "robot",
+                                "in": "query",
+                                "schema": {"type": "string", "enum": list(settings.robot_names)},
+                            },
+                        ],
                         "responses": {
                             "200": {"description": "a page", "content": _json(_ref("JobList"))},
                             **_common_errors(401, 422, 503),
@@ -525,7 +570,8 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 "/api/dispatch": {
                     "get": {
                         "operationId": "readDispatch",
-                        "summary": "Dispatch control: pause, capacity, queue (CONTRACT §7)",
+                        "summary": "Dispatch control: pause, capacity, queue (CONTRACT §7); "
+                        "every robot combined (§3)",
                         "security": [{"bearerAuth": []}],
                         "responses": {
                             "200": {"description": "the state", **dispatch_answer},
@@ -536,7 +582,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 "/api/dispatch/pause": {
                     "post": {
                         "operationId": "pauseDispatch",
-                        "summary": "Pause dispatching (again: replace reason and until)",
+                        "summary": "Pause every robot's dispatching (again: replace reason, until)",
                         "security": [{"bearerAuth": []}],
                         "requestBody": {"required": True, "content": _json(_ref("PauseRequest"))},
                         "responses": {
@@ -548,11 +594,59 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 "/api/dispatch/resume": {
                     "post": {
                         "operationId": "resumeDispatch",
-                        "summary": "Resume dispatching; the next waiting jobs go at once",
+                        "summary": "Resume every robot; the next waiting jobs go at once",
                         "security": [{"bearerAuth": []}],
                         "responses": {
                             "200": {"description": "resumed", **dispatch_answer},
                             **_common_errors(401, 503),
+                        },
+                    }
+                },
+                "/api/robots": {
+                    "get": {
+                        "operationId": "listRobots",
+                        "summary": "Every robot's state and hours, in the order of ROBOTS",
+                        "security": [{"bearerAuth": []}],
+                        "responses": {
+                            "200": {"description": "the robots", **robot_list_answer},
+                            **_common_errors(401, 503),
+                        },
+                    }
+                },
+                "/api/robots/{name}": {
+                    "get": {
+                        "operationId": "readRobot",
+                        "summary": "One robot's state and hours",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [robot_parameter],
+                        "responses": {
+                            "200": {"description": "the robot", **robot_answer},
+                            **_common_errors(401, 404, 503),
+                        },
+                    }
+                },
+                "/api/robots/{name}/pause": {
+                    "post": {
+                        "operationId": "pauseRobot",
+                        "summary": "Pause this robot's dispatching (again: replace reason, until)",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [robot_parameter],
+                        "requestBody": {"required": True, "content": _json(_ref("PauseRequest"))},
+                        "responses": {
+                            "200": {"description": "paused", **robot_answer},
+                            **_common_errors(400, 401, 404, 413, 415, 422, 503),
+                        },
+                    }
+                },
+                "/api/robots/{name}/resume": {
+                    "post": {
+                        "operationId": "resumeRobot",
+                        "summary": "Resume this robot's dispatching; its next jobs go at once",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [robot_parameter],
+                        "responses": {
+                            "200": {"description": "resumed", **robot_answer},
+                            **_common_errors(401, 404, 503),
                         },
                     }
                 },

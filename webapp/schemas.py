@@ -60,12 +60,18 @@ def priority_field() -> StrictInteger:
     return StrictInteger(load_default=0, validate=validate.Range(min=low, max=high))
 
 
+def robot_field() -> fields.String:
+    """A robot's name (CONTRACT §11); whether it is configured is checked by the view."""
+    return fields.String(validate=validate.Length(min=1, max=100))
+
+
 class SubmitSchema(Schema):
     class Meta:
         unknown = RAISE
 
     orders = fields.List(fields.Nested(OrderSchema), required=True)
     priority = priority_field()
+    robot = robot_field()
 
     @validates_schema
     def _unique_order_ids(self, data: dict[str, Any], **_: Any) -> None:
@@ -96,6 +102,7 @@ class ResubmitSchema(Schema):
     itemIds = fields.List(fields.String(validate=validate.Length(min=1, max=255)))
     confirmUnknown = StrictBoolean(load_default=False)
     priority = priority_field()
+    robot = robot_field()
 
 
 class ListQuerySchema(Schema):
@@ -107,6 +114,7 @@ class ListQuerySchema(Schema):
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
     cursor = fields.String(validate=validate.Length(min=1, max=500))
+    robot = robot_field()
 
 
 class NotificationListQuerySchema(Schema):

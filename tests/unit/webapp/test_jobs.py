@@ -31,6 +31,7 @@ JOB_KEYS = {
     "priority",
     "queuePosition",
     "resubmitOf",
+    "robot",
     "counts",
     "items",
 }
