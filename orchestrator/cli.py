@@ -21,6 +21,7 @@ import click
 import requests
 
 from .batchfile import api_errors, parse_batch
+from .robots import DEFAULT_ROBOT
 
 FINAL = ("completed", "failed", "cancelled")
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -206,11 +207,15 @@ def _field_lines(details: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def _robot_of(job: dict[str, Any]) -> str:
+    """Name the job's robot, unless it is the one robot of a single-robot deployment."""
+    robot = job.get("robot")
+    return f", robot {robot}" if robot and robot != DEFAULT_ROBOT else ""
+
+
 def _place(job: dict[str, Any]) -> str:
     """Describe a job's robot, priority and place in its robot's queue, as the server shows them."""
-    parts = []
-    if job.get("robot") and job["robot"] != "default":
-        parts.append(f"robot {job['robot']}")
+    parts = [_robot_of(job).removeprefix(", ")] if _robot_of(job) else []
     if job.get("priority"):
         parts.append(f"priority {job['priority']}")
     if job.get("queuePosition") is not None:
@@ -400,7 +405,7 @@ def resubmit(
     count = body["counts"]["total"]
     click.echo(
         f"job {body['id']} {body['status']}: {count} orders, resubmitted from {job_id}"
-        f"{_place(body)}{repeat}"
+        f"{_robot_of(body)}{repeat}"
     )
     if wait:
         _finish(_wait(api, body), exit_on_failure=True)
