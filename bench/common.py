@@ -477,7 +477,7 @@ class Stack(processes.Stack):
                 "RATE_LIMIT_API": "1000000/minute",
                 "RATE_LIMIT_CALLBACKS": "1000000/minute",
                 **broker_env,
-                **self.robots_env(),
+                **self.robots_env(ROBOT_TOKEN),
                 **self.extra_env,
             }
         )

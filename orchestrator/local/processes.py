@@ -254,13 +254,16 @@ class Stack:
         self.flower = ""
         self.processes: dict[str, Process] = {}
 
-    def robots_env(self) -> dict[str, str]:
-        """Return ``ROBOTS`` and each robot's ``ROBOT_<N>_URL`` (nothing for one robot)."""
+    def robots_env(self, api_token: str | None = None) -> dict[str, str]:
+        """Return ``ROBOTS`` and each robot's ``ROBOT_<N>_URL`` (and ``_API_TOKEN``, since a
+        robot's token has no fallback); nothing for one robot."""
         if not self.robot_urls:
             return {}
         env = {"ROBOTS": ",".join(self.robot_urls)}
         for name, url in self.robot_urls.items():
             env[f"{variable_prefix(name)}URL"] = url
+            if api_token:
+                env[f"{variable_prefix(name)}API_TOKEN"] = api_token
         return env
 
     def simulator_port(self, name: str) -> int:

@@ -71,7 +71,7 @@ def hosts_rig(log_dir: Path) -> Iterator[tuple[Rig, HostNetwork]]:
         system.base = system.env["PUBLIC_URL"] = f"http://{net.addresses['web']}:{system.web_port}"
         for name, port in system.robot_ports.items():
             system.robot_urls[name] = f"http://{net.gateway}:{port}"
-        system.env.update(system.robots_env())
+        system.env.update(system.robots_env(ROBOT_TOKEN))
         probe = Db(direct)
         stack.callback(probe.close)
         stack.callback(system.stop)

@@ -63,7 +63,7 @@ class System(Stack):
             robots,
         )
         # Several robots (CONTRACT §11): a simulator each; the test's settings win.
-        self.env.update({**self.robots_env(), **env})
+        self.env.update({**self.robots_env(ROBOT_TOKEN), **env})
         # Extra command-line arguments per process name, appended to its command.
         self.extra_args: dict[str, str] = {}
         self.http = requests.Session()
