@@ -10,12 +10,13 @@ private Redis (release, web, worker, beat).
    one-order jobs are submitted, round robin over the robots, until DEPTH jobs wait (1,000,
    then 10,000; ``--quick``: 300, then 3,000); each is parked by its chain. At each depth:
    *submit latency*, 50 more jobs submitted one at a time (``POST /api/jobs`` → 202);
-   the claim's query plan (``EXPLAIN ANALYZE`` of the claim's order on PostgreSQL, at the
-   deepest level); then dispatching resumes and the *next-dispatch latency* is measured at
-   each robot: from its batch report answered 200 (a slot frees) to its simulator receiving
-   the next dispatch, both stamped by that simulator (the i-th report frees the slot the
-   (K + i)-th dispatch takes), for the first HANDOFFS hand-offs of each robot; then dispatching
-   pauses again and the next depth is filled. Goals: next-dispatch p50 <= 100 ms at every
+   the claim's query plans (``EXPLAIN ANALYZE`` on PostgreSQL, at the deepest level); then
+   dispatching resumes, each robot takes its K jobs and holds them (simulator mode
+   ``never_finish``), and the *next-dispatch latency* is measured HANDOFFS times per robot,
+   round robin, one hand-off at a time: from the 200 answer to a signed
+   ``robot.batch.completed`` of one held job (its slot frees) to that robot's simulator
+   receiving the next dispatch (its own clock; same host). Then dispatching pauses again, the
+   held jobs are completed and the next depth is filled. Goals: next-dispatch p50 <= 100 ms at every
    depth, and the p50 at the deepest level <= 1.5 x the p50 at the first (the ratio).
 2. **Utilization.** The same three robots, each a simulator with 2 browsers and 0.2 s per order
    (``--browsers 2 --item-delay 0.2``), ``ROBOT_MAX_ACTIVE_JOBS=2``; JOBS jobs of ORDERS orders
@@ -143,40 +144,61 @@ def _claim_plan(stack: Stack) -> dict[str, list[str]]:
     return plans
 
 
+def _arrivals(stack: Stack, robot: str) -> list[dict[str, Any]]:
+    return _sim(stack, robot, "/_sim/timeline")["dispatches"]
+
+
 def _handoffs(stack: Stack, count: int) -> dict[str, Any]:
-    """Resume, take ``count`` hand-offs at each robot, pause; return the latencies."""
+    """Resume; then ``count`` times per robot, round robin: report one of the robot's held jobs
+    completed (signed as the robot) and time its next dispatch at its simulator. Pause again
+    and finish the held jobs; return the latencies.
+
+    The simulators hold every job (``never_finish``), so each hand-off is alone: the figure is
+    what one freed slot costs at this depth, not the queueing of a saturated worker.
+    """
     for robot in ROBOTS:
         _sim(stack, robot, "/_sim/reset", "POST")
-    quiet_until(stack.worker_pid(), 60)
-    load = MachineLoad()
-    _api(stack, "POST", "/api/dispatch/resume")
-    try:
-        wait_until(
-            lambda: all(
-                len(_sim(stack, r, "/_sim/timeline")["dispatches"]) >= count + K for r in ROBOTS
-            ),
-            600,
-            f"{count} hand-offs at each robot",
-            interval=0.5,
+        stack.http().post(
+            f"{stack.robot_urls[robot]}/_sim/config", json={"mode": "never_finish"}, timeout=10
         )
+    quiet_until(stack.worker_pid(), 60)
+    _api(stack, "POST", "/api/dispatch/resume")
+    for robot in ROBOTS:
+        wait_until(lambda r=robot: len(_arrivals(stack, r)) >= K, 60, f"{K} jobs at {robot}")
+    held = {robot: [d["jobId"] for d in _arrivals(stack, robot)] for robot in ROBOTS}
+    load = MachineLoad()
+    latencies: dict[str, list[float]] = {robot: [] for robot in ROBOTS}
+    try:
+        for _ in range(count):
+            for robot in ROBOTS:
+                seen = len(_arrivals(stack, robot))
+                answer = stack.send_event(
+                    held[robot].pop(0), "robot.batch.completed", {"items": []}
+                )
+                freed = time.time()
+                if answer.status_code != 200:
+                    raise RuntimeError(f"report answered {answer.status_code}: {answer.text}")
+                arrived = wait_until(
+                    lambda r=robot, n=seen: (a := _arrivals(stack, r))[n:] and a[n],
+                    30,
+                    f"the next dispatch at {robot}",
+                    interval=0.002,
+                )
+                held[robot].append(arrived["jobId"])
+                latencies[robot].append((arrived["at"] - freed) * 1000)
     finally:
         _api(stack, "POST", "/api/dispatch/pause", json={"reason": "bench: next depth"})
-    busy = load.close()
+        busy = load.close()
+        for robot in ROBOTS:  # finish what the robots hold: the slots are free for the next depth
+            for job_id in held[robot]:
+                stack.send_event(job_id, "robot.batch.completed", {"items": []})
     wait_until(lambda: _active(stack) == 0, 120, "the active jobs to finish", interval=0.5)
-    latencies: list[float] = []
-    per_robot = {}
     dispatches: set[int] = set()
     for robot in ROBOTS:
-        timeline = _sim(stack, robot, "/_sim/timeline")
-        arrivals = sorted(d["at"] for d in timeline["dispatches"])[: count + K]
-        reports = sorted(r["at"] for r in timeline["reports"])[:count]
-        own = [(arrived - at) * 1000 for at, arrived in zip(reports, arrivals[K:], strict=True)]
-        per_robot[robot] = summary(own)
-        latencies += own
         dispatches |= set(_sim(stack, robot, "/_sim/stats")["dispatches"].values())
     return {
-        "next_dispatch_ms": summary(latencies),
-        "next_dispatch_ms_per_robot": per_robot,
+        "next_dispatch_ms": summary(v for values in latencies.values() for v in values),
+        "next_dispatch_ms_per_robot": {r: summary(v) for r, v in latencies.items()},
         "dispatches_per_job": sorted(dispatches),
         "machine_busy_pct": busy,
     }
