@@ -28,6 +28,7 @@ private Redis (release, web, worker, beat).
 from __future__ import annotations
 
 import argparse
+import enum
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -101,7 +102,6 @@ def _claim_plan(stack: Stack) -> dict[str, list[str]]:
     and of the claim's check (fewer than ``free`` waiting jobs ahead of this one), for the
     last waiting job of one robot: the two queries a freed slot runs at this depth."""
     from sqlalchemy import select
-    from sqlalchemy.dialects import postgresql
 
     from orchestrator import dispatch_control
     from orchestrator.models import Job
@@ -137,9 +137,14 @@ def _claim_plan(stack: Stack) -> dict[str, list[str]]:
                 params,
             ),
         ):
-            compiled = statement.compile(dialect=postgresql.dialect())
-            bound = {**compiled.construct_params(), **values}
-            rows = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}", bound).all()
+            compiled = statement.compile(dialect=conn.dialect)
+            expanded = compiled.construct_expanded_state(compiled.construct_params(values))
+            bound = {
+                name: value.value if isinstance(value, enum.Enum) else value
+                for name, value in expanded.parameters.items()
+            }
+            sql = f"EXPLAIN (ANALYZE, BUFFERS) {expanded.statement}"
+            rows = conn.exec_driver_sql(sql, bound).all()
             plans[label] = [row[0] for row in rows]
     return plans
 
