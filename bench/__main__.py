@@ -3,7 +3,7 @@
 ``--broker rabbitmq`` runs every stack on a private RabbitMQ node (native delayed delivery,
 ``consumer_timeout`` 60 s); Redis stays the rendezvous. Every JSON line names its broker.
 
-Names: wake, free, throughput, callbacks, long, notifications, handoff, ten, robots (or the module
+Names: wake, free, throughput, callbacks, long, notifications, handoff, ten, stream, robots (or the
 names). No name runs them all, one after the other (the machine has two cores: they must not
 overlap). Every figure is a JSON line on stdout; progress goes to stderr. Exit status 1 if a
 benchmark broke (not if it missed its target: that is a figure, reported in its ``summary`` line).
@@ -30,6 +30,7 @@ BENCHES = {
     "handoff": "handoff",
     "ten": "ten_batches",
     "robots": "robots",
+    "stream": "stream",
 }
 
 
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         default="redis",
         help="the Celery broker: Redis (default) or a private RabbitMQ node per benchmark",
     )
+    parser.add_argument(
+        "--traces",
+        action="store_true",
+        help="web, worker and beat export traces to a stand-in OTLP/HTTP collector",
+    )
     parser.add_argument("--out", help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
     modules = []
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         add_output(args.out)
     common.set_broker(args.broker)
+    common.set_traces(args.traces)
     broken = 0
     started = time.monotonic()
     for module_name in modules:

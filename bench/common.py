@@ -72,6 +72,15 @@ BROKERS = ("redis", "rabbitmq")
 BROKER = "redis"
 
 
+# ``--traces``: every stack exports traces (OTLP/HTTP) to a stand-in collector (otlp_sink).
+TRACES = False
+
+
+def set_traces(on: bool) -> None:
+    global TRACES
+    TRACES = on
+
+
 def set_broker(name: str) -> None:
     global BROKER
     if name not in BROKERS:
@@ -113,6 +122,7 @@ def emit(bench: str, case: str, **figures: Any) -> dict[str, Any]:
         "bench": bench,
         "case": case,
         "broker": BROKER,
+        "traces": "on" if TRACES else "off",
         **figures,
         "cores": os.cpu_count(),
         "versions": {**VERSIONS, **_server_versions},
@@ -459,6 +469,15 @@ class Stack(processes.Stack):
             node.start()
             self.rabbitmq = node
             self.broker_url = broker_env["CELERY_BROKER_URL"] = node.url
+        if TRACES:
+            from .otlp_sink import OtlpSink
+
+            self.otlp_sink = sink = OtlpSink()
+            self._exit.callback(
+                lambda: emit(self.name, "traces_exported", requests=sink.requests, bytes=sink.bytes)
+            )
+            self._exit.callback(sink.stop)
+            broker_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
         self.database_url = self._exit.enter_context(postgres_database(f"bench_{self.name}"))
         self.env.update(
             {

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import jsonvalues
 from .text import has_unsafe_characters
 
 MAX_ORDER_ID = 100
@@ -171,9 +172,15 @@ def _csv_order(cells: dict[str, str], line: int, batch: Batch) -> dict[str, Any]
     if "pedidoInput" not in cells:
         return {"orderId": order_id, "pedidoInput": cells}
     try:
-        pedido = json.loads(cells["pedidoInput"])
+        pedido = jsonvalues.loads(cells["pedidoInput"])
+    except jsonvalues.NumberOutOfRange as exc:
+        batch.errors.append(RowError(line, f"pedidoInput: {exc}"))
+        return None
     except json.JSONDecodeError as exc:
         batch.errors.append(RowError(line, f"pedidoInput is not valid JSON: {exc.msg}"))
+        return None
+    except ValueError as exc:  # NaN, Infinity, an integer of thousands of digits
+        batch.errors.append(RowError(line, f"pedidoInput is not valid JSON: {exc}"))
         return None
     except RecursionError:
         batch.errors.append(RowError(line, f"pedidoInput {TOO_DEEP}"))
@@ -188,9 +195,15 @@ def parse_json(text: str) -> Batch:
     """Read orders from ``{"orders": [...]}`` or a bare JSON list."""
     batch = Batch()
     try:
-        document = json.loads(text)
+        document = jsonvalues.loads(text)
+    except jsonvalues.NumberOutOfRange as exc:
+        batch.errors.append(RowError(None, str(exc)))
+        return batch
     except json.JSONDecodeError as exc:
         batch.errors.append(RowError(exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+        return batch
+    except ValueError as exc:  # NaN, Infinity, an integer of thousands of digits
+        batch.errors.append(RowError(None, f"invalid JSON: {exc}"))
         return batch
     except RecursionError:
         batch.errors.append(RowError(None, f"the JSON {TOO_DEEP}"))

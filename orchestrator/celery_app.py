@@ -13,6 +13,7 @@ from celery import Celery, bootsteps, current_app
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    beat_init,
     task_postrun,
     task_prerun,
     worker_process_init,
@@ -21,7 +22,7 @@ from celery.signals import (
 from celery.worker.consumer import Consumer
 from redis.exceptions import RedisError
 
-from . import housekeeping, logs, metrics, notifications, tasks
+from . import housekeeping, live, logs, metrics, notifications, tasks, tracing
 from .config import Settings, load_settings_or_exit
 from .db import dispose_all, session_scope
 from .lifecycle import JobNotFound
@@ -51,6 +52,8 @@ def create_celery(settings: Settings) -> Celery:
     # The outbox enqueues each stream's delivery after the commit that wrote it; looked up
     # by name at each call, so that tests can record it instead.
     notifications.init_outbox(settings, lambda job_id: tasks.enqueue_delivery(app, job_id))
+    # Every process that changes jobs announces them after each commit (CONTRACT §13).
+    live.init_announcer(settings)
     app.steps["worker"].add(MetricsEndpoint)
     return app
 
@@ -104,6 +107,13 @@ def celery_from_environment() -> Celery:
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not share its parent's database sockets.
     dispose_all()
+    # Traces (an OTLP endpoint set): set up here, in the child, as the instrumentation says.
+    tracing.init_tracing("worker")
+
+
+@beat_init.connect
+def _beat_tracing(**_: Any) -> None:
+    tracing.init_tracing("beat")
 
 
 @worker_process_shutdown.connect
@@ -174,6 +184,9 @@ class ReportListener(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def start(self, worker: Any) -> None:
+        # The worker's main process closes jobs here: its traces too, set up now that the pool
+        # is forked (a process forked later inherits them; the SDK restarts its thread there).
+        tracing.init_tracing("worker")
         self._thread = threading.Thread(
             target=self._run, args=(worker.app,), name="report-listener", daemon=True
         )
@@ -234,7 +247,10 @@ class ReportListener(bootsteps.StartStopStep):
 
     @staticmethod
     def _wake(app: Celery, settings: Settings, job_id: str) -> None:
-        with logs.job_context(job_id):
+        with (
+            logs.job_context(job_id),
+            tracing.job_span("report listener wake-up", job_id, database_url=settings.database_url),
+        ):
             ReportListener._close_or_hand_over(app, settings, job_id)
 
     @staticmethod

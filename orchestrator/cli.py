@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -20,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import click
 import requests
 
+from . import event_stream
 from .batchfile import api_errors, parse_batch
 from .robots import DEFAULT_ROBOT
 
@@ -79,6 +79,26 @@ class Api:
         if answer.status_code >= 500:
             raise Failure(f"the server failed (HTTP {answer.status_code}): {_message(body)}")
         return answer.status_code, body if isinstance(body, dict) else {}
+
+    def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """Yield the job from its live stream each time it changes, until it is final."""
+        try:
+            yield from event_stream.follow_job(self.http, self.url, job_id)
+        except event_stream.StreamRefused as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            if exc.status == 401:
+                raise Failure(
+                    "the server refused the API token (401): check --token or ORCHESTRATOR_TOKEN"
+                ) from None
+            if exc.status == 404:
+                raise Failure(f"no job {job_id} at {self.shown_url}") from None
+            message = _message(body)
+            raise Failure(f"cannot follow job {job_id} (HTTP {exc.status}): {message}") from None
+        except requests.ConnectionError as exc:
+            reason = _reason(exc)
+            raise Failure(f"lost the orchestrator at {self.shown_url} ({reason})") from None
+        except requests.RequestException as exc:
+            raise Failure(f"following job {job_id} failed: {type(exc).__name__}") from None
 
 
 def _without_credentials(url: str) -> str:
@@ -223,21 +243,17 @@ def _place(job: dict[str, Any]) -> str:
     return f", {', '.join(parts)}" if parts else ""
 
 
-def _wait(api: Api, job: dict[str, Any], interval: float = 0.5) -> dict[str, Any]:
-    """Poll the job until it is final, with a progress bar of its items."""
+def _wait(api: Api, job: dict[str, Any]) -> dict[str, Any]:
+    """Follow the job's live stream until it is final, with a progress bar of its items."""
     total = job["counts"]["total"]
     shown = 0
     with click.progressbar(length=total, label="items", show_pos=True, width=30) as bar:
-        while True:
+        for job in api.follow(job["id"]):  # noqa: B020 (the last one is the answer)
             counts = job["counts"]
             done = counts["success"] + counts["error"] + counts["unknown"]
             if done > shown:
                 bar.update(done - shown)
                 shown = done
-            if job["status"] in FINAL:
-                break
-            time.sleep(interval)
-            job = _read(api, job["id"])
     return job
 
 
@@ -287,10 +303,22 @@ def _show_job(job: dict[str, Any]) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.option("--follow", is_flag=True, help="Print each change until the job is final.")
 @api_options
-def status(api: Api, job_id: str, as_json: bool) -> None:
+def status(api: Api, job_id: str, as_json: bool, follow: bool) -> None:
     """Show a job: its status, counts, items with tracking numbers or errors."""
-    job = _read(api, job_id)
+    if not follow:
+        job = _read(api, job_id)
+    else:
+        for job in api.follow(job_id):
+            if as_json:
+                click.echo(json.dumps(job))
+            else:
+                counts = job["counts"]
+                done = counts["success"] + counts["error"] + counts["unknown"]
+                click.echo(f"{job['status']}: {done} of {counts['total']} items done")
+        if as_json:
+            return
     if as_json:
         click.echo(json.dumps(job, indent=2))
     else:

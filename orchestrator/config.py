@@ -72,6 +72,11 @@ class Settings:
     broker_visibility_timeout: int = 7200
     worker_metrics_port: int | None = None
     trusted_proxy_hops: int = 0  # proxies in front of web whose X-Forwarded-* are believed
+    # Live job streams (CONTRACT §13): a comment at least this often (the contract: 15 s),
+    # and a re-read of the job from the database at least this often (the safety net for a
+    # lost announcement).
+    live_keepalive_seconds: float = 10.0
+    live_reread_seconds: float = 5.0
     dev_defaults_used: tuple[str, ...] = ()
 
     @property
@@ -185,6 +190,13 @@ def _int(name: str, raw: str, minimum: int = 1) -> int:
     return value
 
 
+def _keepalive(name: str, raw: str) -> float:
+    value = _float(name, raw, minimum=0.1)
+    if value > 15:
+        raise ConfigError(f"{name} must be at most 15 (CONTRACT §13: a comment every 15 s)")
+    return value
+
+
 def _comma_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in raw.split(",") if t.strip())
 
@@ -265,6 +277,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "BROKER_VISIBILITY_TIMEOUT": ("broker_visibility_timeout", _int),
     "WORKER_METRICS_PORT": ("worker_metrics_port", _int),
     "TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", lambda n, v: _int(n, v, minimum=0)),
+    "LIVE_KEEPALIVE_SECONDS": ("live_keepalive_seconds", _keepalive),
+    "LIVE_REREAD_SECONDS": ("live_reread_seconds", lambda n, v: _float(n, v, minimum=0.1)),
 }
 
 REQUIRED = ("ROBOT_URL", "ROBOT_CALLBACK_SECRET", "PUBLIC_URL", "API_TOKENS")

@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Column, Table, create_engine, event
+import sqlalchemy
+from sqlalchemy import Column, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError
@@ -33,7 +34,8 @@ def make_engine(url: str) -> Engine:
         # A worker host cut off mid-transaction must not hold its row locks forever: the
         # server ends a session idle inside a transaction (none is, across any I/O, here),
         # and keepalives let either side notice a peer that is gone (CONTRACT §10).
-        engine = create_engine(
+        # Looked up at each call: with traces on, the SQLAlchemy instrumentation wraps it.
+        engine = sqlalchemy.create_engine(
             url,
             pool_size=5,
             max_overflow=10,
@@ -49,7 +51,7 @@ def make_engine(url: str) -> Engine:
         )
         _check_connections_on_checkout(engine)
         return engine
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = sqlalchemy.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

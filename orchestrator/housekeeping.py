@@ -28,10 +28,11 @@ PRUNE_BATCH_SIZE = 500
 PRUNE_BATCHES_PER_RUN = 40
 # Every table that records something about a job, deleted with it (and counted). Their
 # foreign keys cascade as well, so a table missing here cannot keep a deleted job alive.
+# Not idempotency_keys: a key outlives its job (its job_id becomes NULL) and expires on its
+# own (purge_idempotency_keys), so a client's retry cannot create the job again (§3).
 JOB_ROWS: tuple[tuple[str, Any], ...] = (
     ("items", Item),
     ("events", Event),
-    ("idempotency_keys", IdempotencyKey),
     ("notifications", Notification),
 )
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
-from . import dispatch_control, metrics, notifications
+from . import dispatch_control, live, metrics, notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -29,6 +29,7 @@ from .models import (
     utcnow,
 )
 from .robots import RobotSettings, variable_prefix
+from .signing import secret_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ _CLAIM = (
         status=JobStatus.PROCESSING.value,
         dispatched_at=bindparam("now"),
         deadline=bindparam("new_deadline"),
+        callback_key=bindparam("new_callback_key"),
     )
 )
 # Items change only after the dispatch, so at the claim every item is pending: one
@@ -261,10 +263,18 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
             log.info("job %s waits: %s", job_id, why_wait)
         return None
     deadline = compute_deadline(now, job.item_count, robot)
-    claim = {"the_job": job_id, "now": now, "new_deadline": deadline}
+    # The master secret the robot's callbacks will be verified with, recorded before any
+    # byte goes out: a robot may report before it answers the dispatch request (§9).
+    claim = {
+        "the_job": job_id,
+        "now": now,
+        "new_deadline": deadline,
+        "new_callback_key": secret_fingerprint(settings.robot_callback_secret),
+    }
     if not conn.execute(_CLAIM, claim).rowcount:
         return None
     rows = sorted(conn.execute(_START_ITEMS, {"the_job": job_id, "now": now}).all())
+    live.changed(session, job_id)
     items = [{"itemId": r.id, "orderId": r.order_id, "pedidoInput": r.pedido_input} for r in rows]
     return DispatchTicket(job_id=job_id, deadline=deadline, items=items, robot=robot.name)
 
@@ -483,6 +493,7 @@ def _close(
         began = conn.scalar(_DISPATCHED_AT, {"the_job": job_id}) is not None
         item_status = ItemStatus.UNKNOWN if began else ItemStatus.ERROR
     conn.execute(_SETTLE_ITEMS, {"the_job": job_id, "new_status": item_status.value, "now": now})
+    live.changed(session, job_id)
     notifications.record_job(session, notifications.JOB_FINISHED, job_id)
     log.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
     latency = (now - reported_at).total_seconds() if reported_at is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -19,6 +19,16 @@ from datetime import UTC, datetime
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _job_id: ContextVar[str | None] = ContextVar("orchestrator_job_id", default=None)
+
+# The current span's (traceId, spanId), set by ``tracing`` when traces are on; None: off,
+# and no line pays more than this one check.
+_trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
+
+def set_trace_ids(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Give JSON lines the current span's ids from ``source`` (tracing's, once it is on)."""
+    global _trace_ids
+    _trace_ids = source
 
 
 @contextmanager
@@ -54,8 +64,13 @@ class JobIdFilter(logging.Filter):
         return True
 
 
+# Line breaks that json.dumps(ensure_ascii=False) leaves as they are.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, pid, jobId, exception."""
+    """One JSON object per line: time, level, logger, message, pid, jobId, traceId, spanId,
+    exception (traceId and spanId with traces on, inside a span)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -68,13 +83,20 @@ class JsonFormatter(logging.Formatter):
         job_id = getattr(record, "jobId", None)
         if job_id is not None:
             line["jobId"] = job_id
+        if _trace_ids is not None:
+            ids = _trace_ids()
+            if ids is not None:
+                line["traceId"], line["spanId"] = ids
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        # json.dumps escapes every C0 control character but writes NEL (U+0085) and the
+        # line and paragraph separators raw: a reader splitting on them would see a line
+        # end inside a value (a forged line). They are escaped as JSON allows.
+        return json.dumps(line, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
 
 
 def formatter(log_format: str) -> logging.Formatter:

@@ -116,6 +116,13 @@ class Job(Base):
     parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The robot that must process the job (CONTRACT §11); ``default`` with one robot.
     robot: Mapped[str] = mapped_column(String(40), default="default", server_default="default")
+    # The W3C traceparent of the submit request's span (traces on): later work joins or links
+    # to the job's trace from it (orchestrator.tracing). NULL with traces off.
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
+    # Which master secret the job's dispatch was claimed under (signing.secret_fingerprint,
+    # never the secret): its callbacks verify with that one only (CONTRACT §9). NULL for a
+    # job not yet claimed, and for jobs claimed before the column existed.
+    callback_key: Mapped[str | None] = mapped_column(String(16))
 
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.position")
 
@@ -206,7 +213,10 @@ class IdempotencyKey(Base):
     token_digest: Mapped[str] = mapped_column(String(64))
     key: Mapped[str] = mapped_column(String(255))
     request_digest: Mapped[str] = mapped_column(String(64))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # NULL once retention deleted the job: the key outlives it (a repeat gets 409, §3).
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     __table_args__ = (UniqueConstraint("token_digest", "key"),)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from . import queries
+from . import queries, tracing
 from .config import Settings
 from .db import configure_sessions, session_scope
 from .models import Notification, NotificationStatus, utcnow
@@ -350,7 +350,8 @@ def deliver(settings: Settings, job_id: str | None) -> float | None:
             claim = claim_next(session, job_id)
         if claim is None:
             return None
-        error = send(settings, claim)
+        with tracing.job_span("notification delivery", job_id, database_url=settings.database_url):
+            error = send(settings, claim)
         with session_scope(settings.database_url) as session:
             due = record_outcome(session, claim, error, settings)
         if error is None:

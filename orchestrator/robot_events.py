@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from . import notifications
+from . import live, notifications
 from .db import InsertOrSkip
 from .models import (
     FINAL_ITEM_STATUSES,
@@ -74,6 +74,12 @@ _this_item = (_items.c.id == bindparam("the_item")) & (_items.c.job_id == bindpa
 _pending = _items.c.status == ItemStatus.PENDING
 
 JOB_STATUS = select(_jobs.c.status).where(_this_job)
+# The callback edge's one read of the job: whether it exists, its status, under which master
+# secret its dispatch was claimed (signing.signs_for_job) and whether it was at all, and its
+# trace to link to (tracing).
+JOB_FOR_CALLBACK = select(
+    _jobs.c.status, _jobs.c.dispatched_at, _jobs.c.callback_key, _jobs.c.trace_parent
+).where(_this_job)
 # A batch report changes items, then the job; finalize and cancel lock the job, then its
 # items. Lock the job first here too, or the two deadlock on PostgreSQL. (SQLite has no
 # FOR UPDATE; its BEGIN IMMEDIATE already holds the write lock.)
@@ -168,6 +174,7 @@ def apply_item_event(
     if not _record(conn, job_id, webhook_id, event_type, data, late, now):
         _read_item(conn, keys)  # the contract answers 422 before "duplicate"
         return EventResult(Outcome.DUPLICATE)
+    live.changed(session, job_id)  # a conflict rolls it back, and the announcement with it
     result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
     if event_type == ITEM_STARTED:
         if conn.scalar(_MARK_STARTED, keys) is None:
@@ -204,6 +211,7 @@ def apply_batch_event(
     late = status not in OPEN_JOB_STATUSES
     if not _record(conn, job_id, webhook_id, event_type, data, late, now):
         return EventResult(Outcome.DUPLICATE)
+    live.changed(session, job_id)  # a conflict rolls it back, and the announcement with it
     result = EventResult(Outcome.LATE if late else Outcome.APPLIED)
     changed_any = False
     for entry in data.get("items") or []:

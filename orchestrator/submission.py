@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import lifecycle, queries
+from . import lifecycle, queries, tracing
 from .config import Settings
 from .db import session_factory
 from .logs import job_context
@@ -32,6 +32,10 @@ class IdempotencyConflict(Exception):
 
 class IdempotencyInProgress(Exception):
     """A request with this key is still being created."""
+
+
+class IdempotencyJobDeleted(Exception):
+    """The key's job was deleted (retention) while the key lives on: nothing is created."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ def submit_job(
         job = lifecycle.create_job(
             session, orders, priority=priority, resubmit_of=resubmit_of, robot=robot
         )
+        # The submit request's span is the root of the job's trace (None with traces off).
+        job.trace_parent = tracing.current_traceparent()
         if idempotency_key is not None:
             session.flush()  # the key row refers to the job row: insert the job first
             session.add(
@@ -150,7 +156,12 @@ def _earlier(session: Any, token_digest: str, key: str, digest: str) -> Job | No
         return None
     if row.request_digest != digest:
         raise IdempotencyConflict(key)
-    return session.get(Job, row.job_id)
+    # The key outlives its job (CONTRACT §3): a repeat whose job retention deleted must
+    # not create it again (that would dispatch the orders a second time).
+    job = None if row.job_id is None else session.get(Job, row.job_id)
+    if job is None:
+        raise IdempotencyJobDeleted(key)
+    return job
 
 
 class JobNotFinal(Exception):
@@ -203,6 +214,14 @@ def resubmit_job(
     idempotency errors. A repeat with the same key returns the first new job, whatever
     happened to the old one since.
     """
+    limit = settings.max_batch_size
+    if item_ids is not None and len(item_ids) > limit:
+        # Checked before anything else: the list is never walked, stored or echoed.
+        raise ResubmitRefused(
+            f"a job takes at most {limit} orders; {len(item_ids)} item ids were sent",
+            {"itemIds": [f"must name 1 to {limit} items (MAX_BATCH_SIZE)"]},
+            "validation_failed",
+        )
     request: dict[str, Any] = {
         "itemIds": None if item_ids is None else list(item_ids),
         "confirmUnknown": confirm_unknown,
@@ -219,6 +238,8 @@ def resubmit_job(
             if earlier is not None:
                 return Submitted(earlier, created=False)
         job = lifecycle.get_job(session, job_id)
+        # The new job's trace starts at this request; it links to the old job's.
+        tracing.link_to(job.trace_parent)
         if job.status not in FINAL_JOB_STATUSES:
             raise JobNotFinal(job_id, job.status)
         items = queries.job_items(session, job_id)
@@ -226,7 +247,6 @@ def resubmit_job(
     finally:
         session.close()
     chosen = choose_items(items, item_ids, confirm_unknown)
-    limit = settings.max_batch_size
     if len(chosen) > limit:
         raise ResubmitRefused(
             f"a job takes at most {limit} orders; {len(chosen)} items were chosen",
@@ -253,6 +273,10 @@ def resubmit_job(
             if session.get(Job, job_id) is None:
                 raise lifecycle.JobNotFound(job_id) from None
         raise
+
+
+# A refused resubmit names at most this many of the refused items (and counts them all).
+MAX_REFUSED_SHOWN = 20
 
 
 def choose_items(
@@ -303,11 +327,16 @@ def choose_items(
         wanted.add(item_id)
     if problems:
         count = len(problems)
+        details: dict[str, Any] = {"itemIds": problems}
+        if count > MAX_REFUSED_SHOWN:  # the answer stays small whatever was asked
+            shown = list(problems.items())[:MAX_REFUSED_SHOWN]
+            details = {"itemIds": dict(shown), "refusedCount": count}
         raise ResubmitRefused(
             f"{count} of the items asked for cannot be resubmitted"
+            + (f" (the first {MAX_REFUSED_SHOWN} are named)" if count > MAX_REFUSED_SHOWN else "")
             if count > 1
             else "an item asked for cannot be resubmitted",
-            {"itemIds": problems},
+            details,
             "not_resubmittable",
         )
     return [item for item in items if item.id in wanted]

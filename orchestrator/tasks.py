@@ -22,7 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import housekeeping, lifecycle, metrics, notifications, robot_client
+from . import housekeeping, lifecycle, metrics, notifications, robot_client, tracing
 from .config import Settings
 from .db import session_scope
 from .logs import job_context
@@ -134,7 +134,8 @@ def hand_off(
             log.warning("hand-off skipped (%s); housekeeping hands off", type(exc).__name__)
     for job_id in job_ids:
         try:
-            start_job(app, job_id, settings)
+            with tracing.job_span("hand-off", job_id, database_url=settings.database_url):
+                start_job(app, job_id, settings)
         except Exception as exc:  # the broker: housekeeping re-kicks the job (claim_stalled)
             log.warning("job %s: its chain could not be enqueued (%s)", job_id, exc)
     if job_ids:
@@ -366,6 +367,11 @@ def deliver_notifications(self: Task, job_id: str | None = None) -> None:
         )
 
 
+def _housekeeping_span(what: str, job_id: str, settings: Settings) -> Any:
+    """Housekeeping's work on one job, as a span of that job's trace (traces on)."""
+    return tracing.job_span(f"housekeeping {what}", job_id, database_url=settings.database_url)
+
+
 @shared_task(name="orchestrator.housekeeping")
 def run_housekeeping() -> dict[str, int]:
     """Settle reported, overdue and silent jobs, end a timed pause, restart stalled jobs, hand
@@ -376,7 +382,7 @@ def run_housekeeping() -> dict[str, int]:
     with session_scope(settings.database_url) as session:
         due = housekeeping.jobs_to_settle(session)
     for job_id in due:
-        with job_context(job_id):
+        with job_context(job_id), _housekeeping_span("settle", job_id, settings):
             closed = close_job(app, settings, job_id, then_hand_off=False) is not None
         if closed:
             settled += 1
@@ -397,7 +403,7 @@ def run_housekeeping() -> dict[str, int]:
                 not_in=settings.robot_names,
             )
         for job_id in quiet:
-            with job_context(job_id):
+            with job_context(job_id), _housekeeping_span("settle silent", job_id, settings):
                 if close_job(app, settings, job_id, silence, then_hand_off=False) is not None:
                     silent += 1
     with session_scope(settings.database_url) as session:
@@ -414,7 +420,7 @@ def run_housekeeping() -> dict[str, int]:
         purged = housekeeping.purge_idempotency_keys(session)
     metrics.count_restarted(len(stalled))
     for job_id in stalled:
-        with job_context(job_id):
+        with job_context(job_id), _housekeeping_span("restart", job_id, settings):
             log.warning("job %s was never dispatched; starting its chain again", job_id)
             start_job(app, job_id, settings)
     handed = hand_off(app, settings, slot_freed=False)

@@ -26,7 +26,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     from orchestrator.celery_app import create_celery
     from orchestrator.config import Settings, load_settings, settings_from_mapping
 
-    from . import dashboard, errors, openapi, security
+    from . import dashboard, errors, live, openapi, security
     from .state import Orchestrator
 
     if isinstance(config, Settings):
@@ -38,7 +38,8 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["orchestrator"] = Orchestrator(settings, create_celery(settings))
+    app.extensions["orchestrator"] = state = Orchestrator(settings, create_celery(settings))
+    live.init_app(app, state)  # the job streams' subscription, made by the first stream
     errors.init_app(app)
     init_job_logging(app)
     init_api(app)
@@ -63,20 +64,30 @@ def init_api(app: Flask) -> None:
 
 
 def init_job_logging(app: Flask) -> None:
-    """Mark a request's log lines (and its access line) with the job its URL names."""
-    from flask import g, request
+    """Stop marking a request's log lines with its job once the request ends."""
+    from flask import g
 
     from orchestrator import logs
-
-    @app.before_request
-    def _bind_job() -> None:
-        job_id = (request.view_args or {}).get("job_id")
-        if job_id:
-            g.job_log_token = logs.bind_job(job_id)
-            request.environ[JOB_ID_ENVIRON] = job_id
 
     @app.teardown_request
     def _unbind_job(_exc: BaseException | None) -> None:
         token = g.pop("job_log_token", None)
         if token is not None:
             logs.unbind_job(token)
+
+
+def bind_url_job() -> None:
+    """Mark the request's log lines (and its access line) with the job its URL names.
+
+    Called only once the request is authenticated (a valid API token, a signed-in dashboard
+    user, a callback whose signature holds for that id): before that the id is whatever a
+    stranger typed, and it must not reach a log line as the job a line is about.
+    """
+    from flask import g, request
+
+    from orchestrator import logs
+
+    job_id = (request.view_args or {}).get("job_id")
+    if job_id and "job_log_token" not in g:
+        g.job_log_token = logs.bind_job(job_id)
+        request.environ[JOB_ID_ENVIRON] = job_id

@@ -38,6 +38,29 @@ def _child_exit(_server: Any, worker: Any) -> None:
     metrics.mark_process_dead(worker.pid)
 
 
+def _post_worker_init(worker: Any) -> None:
+    """On SIGTERM, also end the open live job streams (docs/live.md).
+
+    gunicorn's gevent worker stops accepting and waits up to ``graceful_timeout`` for its
+    connections to finish; a server-sent event stream never finishes by itself, so the
+    worker would wait the whole time and then cut it. Ending the streams lets it go at once.
+    """
+    import signal
+
+    import gevent
+
+    from webapp import live
+
+    handle_exit = worker.handle_exit
+
+    def _on_term(sig: int, frame: Any) -> None:
+        handle_exit(sig, frame)
+        gevent.spawn(live.end_all_streams)  # out of the signal handler, as gunicorn does
+
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
 WORKERS = 2
 # Connections one worker holds at once (gunicorn's default); slow ones cost a greenlet each.
 WORKER_CONNECTIONS = 1000
@@ -56,9 +79,15 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        # In the worker, after fork and after gevent's patch (the gevent worker patches, then
+        # loads the app): traces are set up here, never in the master (orchestrator.tracing).
+        from orchestrator import tracing
         from webapp import create_app
 
-        return create_app(self.settings)
+        tracing.init_tracing("web")
+        app = create_app(self.settings)
+        tracing.instrument_app(app)
+        return app
 
 
 def bind_host(settings: Settings) -> str:
@@ -71,7 +100,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"{bind_host(settings)}:{settings.port}",
         "workers": WORKERS,
-        "worker_class": "gevent",
+        # gunicorn's gevent worker, whose own errors (414, 431, 400) are JSON too.
+        "worker_class": "webapp.gunicorn_worker.JsonErrorWorker",
         "worker_connections": WORKER_CONNECTIONS,
         # A connection must send its request's headers within this many seconds (gunicorn's
         # gevent worker reads them under this timeout); bodies are read as they come.
@@ -85,6 +115,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "loglevel": "info",
         "logger_class": type("WebLogger", (GunicornLogger,), {"log_format": settings.log_format}),
         "child_exit": _child_exit,
+        "post_worker_init": _post_worker_init,
     }
 
 

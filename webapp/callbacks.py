@@ -1,9 +1,10 @@
 """The robot's callback endpoint (CONTRACT §5).
 
 Order of checks: raw body → signature (401) → rate limit (429, webapp.security: per job once
-signed, per address for bad signatures) → job exists (404) → size (413) → JSON (400) → fields
-(422) → de-duplication and application through the domain layer, committed to the database →
-only then the report key and pub/sub message in Redis.
+signed, per address for bad signatures) → job exists (404) → signed with the master secret
+its dispatch was claimed under (401, CONTRACT §9) → dispatch claimed (409) → size (413) →
+JSON (400) → fields (422) → de-duplication and application through the domain layer,
+committed to the database → only then the report key and pub/sub message in Redis.
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from orchestrator import metrics
+from orchestrator import metrics, tracing
 from orchestrator.models import Item
 from orchestrator.robot_events import (
     BATCH_EVENTS,
     ITEM_EVENTS,
-    JOB_STATUS,
+    JOB_FOR_CALLBACK,
     Outcome,
     UnknownItem,
     apply_event,
     apply_item_event,
 )
-from orchestrator.signing import SignatureError, verify_callback
+from orchestrator.signing import SignatureError, signs_for_job, verify_callback
 
+from . import bind_url_job
 from .errors import ApiError
 from .jsonbody import loads_strict
 from .schemas import EVENT_DATA_SCHEMAS, EventSchema
@@ -63,6 +65,10 @@ def _validate(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     except ValidationError as err:
         raise ApiError(422, "the event failed validation", details=err.messages_dict) from None
     return envelope["type"], data
+
+
+def _bad_signature() -> ApiError:
+    return ApiError(401, "the event's signature does not verify for this job")
 
 
 def _unknown_items(unknown: list[str]) -> ApiError:
@@ -102,12 +108,14 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     limit = state.settings.max_body_bytes
     request.max_content_length = limit * READ_LIMIT_FACTOR
     body = request.get_data(cache=False)
+    settings = state.settings
     try:
-        verify_callback(state.settings.callback_secrets, job_id, body, request.headers)
+        verified = verify_callback(settings.callback_secrets, job_id, body, request.headers)
     except SignatureError:
         check_callback_limit(job_id, signed=False)  # their own bucket: 429 past it
-        raise ApiError(401, "the event's signature does not verify for this job") from None
+        raise _bad_signature() from None
     check_callback_limit(job_id, signed=True)
+    bind_url_job()  # signed for this id: its lines may name it
     webhook_id = request.headers["webhook-id"]
     if len(webhook_id) > 255:
         raise ApiError(422, "webhook-id is too long", details={"webhook-id": ["at most 255"]})
@@ -126,9 +134,21 @@ def receive_event(job_id: str) -> ResponseReturnValue:
     if "\x00" in job_id:
         raise ApiError(404, f"no job with id {job_id!r}")
     with state.session() as session:
-        job_status = session.connection().scalar(JOB_STATUS, {"the_job": job_id})
-        if job_status is None:
+        job = session.connection().execute(JOB_FOR_CALLBACK, {"the_job": job_id}).first()
+        if job is None:
             raise ApiError(404, f"no job with id {job_id!r}")
+        claimed = job.dispatched_at is not None
+        if not signs_for_job(verified, settings.robot_callback_secret, job.callback_key, claimed):
+            raise _bad_signature()
+        if not claimed:
+            raise ApiError(
+                409,
+                "this job's dispatch was never claimed: no robot can have it yet",
+                "not_dispatched",
+            )
+        job_status = job.status
+        # This request's span links to the job's trace (CONTRACT §9); off: one flag check.
+        tracing.link_to(job.trace_parent)
         if problem is not None:
             raise problem
         try:

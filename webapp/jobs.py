@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
@@ -16,6 +16,7 @@ from orchestrator import lifecycle, queries
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     Submitted,
@@ -27,6 +28,7 @@ from orchestrator.submission import (
     submit_job,
 )
 
+from . import bind_url_job, live
 from .auth import require_token
 from .errors import ApiError
 from .jsonbody import loads_strict
@@ -35,6 +37,7 @@ from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 bp.before_request(require_token)
+bp.before_request(bind_url_job)  # after the token is checked
 
 _submit_schema = SubmitSchema()
 _list_schema = ListQuerySchema()
@@ -87,7 +90,9 @@ def _robot(name: str | None) -> str:
 
 @contextmanager
 def _idempotency_errors() -> Iterator[None]:
-    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress."""
+    """Answer submit_job's idempotency errors: 422 for a reused key, 409 while in progress
+    or once the key's job was deleted (retention: the key lives on, the job is not made again).
+    """
     try:
         yield
     except IdempotencyConflict:
@@ -102,6 +107,13 @@ def _idempotency_errors() -> Iterator[None]:
             409,
             "a request with this Idempotency-Key is still in progress",
             "idempotency_in_progress",
+        ) from None
+    except IdempotencyJobDeleted:
+        raise ApiError(
+            409,
+            "the job this Idempotency-Key created was deleted (retention); "
+            "nothing was created: use a new key to submit these orders again",
+            "idempotency_job_deleted",
         ) from None
 
 
@@ -167,6 +179,23 @@ def _job_with_items(job_id: str) -> dict[str, Any]:
 @bp.get("/<job_id>")
 def read(job_id: str) -> ResponseReturnValue:
     return jsonify(_job_with_items(job_id))
+
+
+@bp.get("/<job_id>/stream")
+def stream(job_id: str) -> ResponseReturnValue:
+    """The job now, then each change until it is final, as server-sent events (§13)."""
+    state = orchestrator()
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        live.reader(state, job_id),
+    )
+    if response is None:
+        raise ApiError(404, f"no job with id {job_id!r}")
+    return response
 
 
 def _cursor_serializer() -> URLSafeSerializer:

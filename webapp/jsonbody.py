@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from orchestrator import jsonvalues
+
 from .errors import ApiError
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def loads_strict(raw: bytes) -> Any:
-    """Return the parsed body, or raise a 400 ApiError for anything that is not plain JSON."""
+    """Return the parsed body, or raise a 400 ApiError for anything that is not plain JSON
+    and a 422 for a number no double holds (CONTRACT §3: ``1e400``)."""
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = jsonvalues.loads(raw)
         # Lone surrogates parse, but no database can store them.
         json.dumps(body, ensure_ascii=False).encode()
+    except jsonvalues.NumberOutOfRange as exc:
+        raise ApiError(
+            422,
+            "a number in the body does not fit a double (64-bit float)",
+            details={path: ["a number that does not fit a double"] for path in exc.paths},
+        ) from None
     except (ValueError, RecursionError, UnicodeError):
         raise ApiError(400, "the body is not valid JSON") from None
     return body

@@ -352,10 +352,12 @@ def _common_errors(*statuses: int) -> dict[str, Any]:
     return answers
 
 
-# Refused by the HTTP server (gunicorn) before the app sees the request: not in the envelope.
+# Refused by the HTTP server (gunicorn) before the app sees the request, in the same envelope
+# (webapp/gunicorn_worker.py).
 SERVER_ANSWERS = {
-    "400": {"description": "malformed request (for example a header too large)"},
-    "414": {"description": "request line too long"},
+    "400": _error("malformed request (not valid HTTP)"),
+    "414": _error("request line longer than 4094 bytes"),
+    "431": _error("more than 100 headers, or one longer than 8190 bytes"),
 }
 
 
@@ -480,6 +482,35 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         "parameters": [_job_id_parameter()],
                         "responses": {
                             "200": {"description": "the job", **job_answer},
+                            **_common_errors(401, 404, 503),
+                        },
+                    }
+                },
+                "/api/jobs/{job_id}/stream": {
+                    "get": {
+                        "operationId": "streamJob",
+                        "summary": "Follow a job live (server-sent events, CONTRACT §13)",
+                        "description": "Events `job` whose data is the job as readJob shows "
+                        "it: the job at once, then after each change, until the event that "
+                        "shows it final; then the stream closes. A comment line at least every "
+                        "15 s. Each event's `id` names the job state; a `Last-Event-ID` equal "
+                        "to the final state's id gets 204 (an EventSource stops reconnecting).",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            _job_id_parameter(),
+                            {
+                                "name": "Last-Event-ID",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string"},
+                            },
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "the event stream",
+                                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            },
+                            "204": {"description": "the client holds the final state already"},
                             **_common_errors(401, 404, 503),
                         },
                     }

@@ -16,6 +16,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from orchestrator.jsonvalues import out_of_range
 from orchestrator.models import ItemStatus
 from orchestrator.text import has_unsafe_characters
 
@@ -32,12 +33,21 @@ def _text(max_length: int | None = None, **kwargs: Any) -> fields.String:
     return fields.String(validate=validators, **kwargs)
 
 
+def numbers_fit_a_double(value: dict[str, Any]) -> None:
+    """The JSON rule (orchestrator.jsonvalues) for values handed over already parsed."""
+    paths = out_of_range(value)
+    if paths:
+        raise ValidationError(
+            f"a number does not fit a double (64-bit float) at {', '.join(paths)}"
+        )
+
+
 class OrderSchema(Schema):
     class Meta:
         unknown = RAISE
 
     orderId = _text(100, required=True)
-    pedidoInput = fields.Dict(required=True)
+    pedidoInput = fields.Dict(required=True, validate=numbers_fit_a_double)
 
 
 class StrictInteger(fields.Integer):

@@ -10,8 +10,9 @@ processes stays below it; smaller limits are counted exactly, request by request
 configurable and generous by default:
 
 * ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs``,
-  ``/api/dispatch`` and ``/api/notifications`` — requests without a valid token share one
-  bucket per client address, so guessing tokens is throttled too;
+  ``/api/dispatch``, ``/api/robots``, ``/api/notifications`` and ``/metrics`` — requests
+  without a valid token share one bucket per client address, so guessing tokens is throttled
+  too;
 * ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): robot callbacks, counted only once
   their signature is checked — per job for correctly signed ones, per client address for the
   rest (one bucket of their own): a flood of unsigned requests never makes the robot's signed
@@ -190,8 +191,9 @@ def init_app(app: Flask) -> None:
     app.after_request(_secure_headers)
 
 
-# The bearer-token routes that share the API's limit.
-API_ROUTES = ("/api/jobs", "/api/dispatch", "/api/notifications")
+# The bearer-token routes that share the API's limit (every route that takes API_TOKENS: one
+# left out would let a client guess tokens there at any rate).
+API_ROUTES = ("/api/jobs", "/api/dispatch", "/api/robots", "/api/notifications", "/metrics")
 
 
 def orchestrator_settings(app: Flask) -> Settings:

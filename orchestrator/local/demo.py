@@ -39,12 +39,12 @@ FINAL = ("completed", "failed", "cancelled")
 
 Say = Callable[[str], None]
 # ``run`` plays two couriers, each its own simulator; ``ROBOTS`` in the environment replaces
-# them, and the dashboard's settings and the robots' hours are passed on.
+# them, and the dashboard's settings, traces' settings and the robots' hours are passed on.
 RUN_ROBOTS = ("coordinadora", "servientrega")
 
 
 def _passed_on(name: str) -> bool:
-    return name.startswith("DASHBOARD_") or (
+    return name.startswith(("DASHBOARD_", "OTEL_")) or (
         name.startswith("ROBOT_") and name.endswith(("_HOURS", "_TIMEZONE"))
     )
 
@@ -246,6 +246,7 @@ def run_forever(redis_mode: str = "auto", say: Say = _say) -> int:
             robots=_run_robots(),
             settings={
                 "HOUSEKEEPING_INTERVAL_SECONDS": "5",
+                # The dashboard's sign-in, traces (docs/operations.md, "Traces") and hours.
                 **{k: v for k, v in os.environ.items() if _passed_on(k)},
             },
         )

@@ -191,6 +191,7 @@ class RobotSimulator:
         with self._lock:
             self._dispatches: dict[str, int] = {}
             self._keys: dict[str, str | None] = {}
+            self._traceparents: dict[str, str | None] = {}
             self._accepted: set[str] = set()
             # The orderIds of each accepted job, in the order received (what reached the robot).
             self._orders: dict[str, list[str]] = {}
@@ -211,6 +212,7 @@ class RobotSimulator:
                 "dispatches": dict(self._dispatches),
                 "totalDispatches": self._total,
                 "idempotencyKeys": dict(self._keys),
+                "traceparents": dict(self._traceparents),
                 "orders": {job_id: list(ids) for job_id, ids in self._orders.items()},
                 "jobsAccepted": self._jobs_accepted,
                 "activeJobs": self._active,
@@ -237,14 +239,17 @@ class RobotSimulator:
                 "work": list(self._work),
             }
 
-    def record_dispatch(self, job_id: str | None, idempotency_key: str | None) -> None:
-        """Count one dispatch request, whatever its fate."""
+    def record_dispatch(
+        self, job_id: str | None, idempotency_key: str | None, traceparent: str | None = None
+    ) -> None:
+        """Count one dispatch request, whatever its fate (and the trace context it carried)."""
         with self._lock:
             self._total += 1
             self._arrivals.append({"jobId": job_id, "at": time.time()})
             if job_id is not None:
                 self._dispatches[job_id] = self._dispatches.get(job_id, 0) + 1
                 self._keys[job_id] = idempotency_key
+                self._traceparents[job_id] = traceparent
 
     def accept(self, job_id: str, items: list[dict[str, Any]] | None = None) -> bool:
         """Mark a job accepted and active; return False if it already was accepted."""
@@ -555,7 +560,9 @@ def create_app(config: SimulatorConfig | None = None) -> Flask:
         job_id = body.get("jobId") if isinstance(body, dict) else None
         job_id = job_id if isinstance(job_id, str) else None
         cfg = sim.config
-        sim.record_dispatch(job_id, request.headers.get("Idempotency-Key"))
+        sim.record_dispatch(
+            job_id, request.headers.get("Idempotency-Key"), request.headers.get("traceparent")
+        )
         log.info("dispatch for job %s (mode %s)", job_id, cfg.mode)
         if cfg.token:
             given = request.headers.get("Authorization", "").encode()

@@ -28,7 +28,7 @@ from orchestrator.signing import job_callback_secret
 from tests.integration.harness import API_TOKEN, MASTER_SECRET, orders
 
 from .conftest import Rig, record, rig
-from .tools import event_body, post_event, signed_headers
+from .tools import claim_dispatch, event_body, post_event, signed_headers
 
 pytestmark = pytest.mark.faults
 
@@ -75,10 +75,13 @@ def state(r: Rig) -> tuple[Any, ...]:
 
 
 def job_on(r: Rig, count: int = 2) -> dict[str, Any]:
+    """Submit a job and claim its dispatch as a worker would (no worker runs here): the robot's
+    callbacks are for dispatched jobs (CONTRACT §5: 409 for a job never claimed)."""
     answer = r.system.http.post(
         f"{r.system.base}/api/jobs", json={"orders": orders(count)}, headers=AUTH, timeout=10
     )
     assert answer.status_code == 202, answer.text
+    claim_dispatch(r.system.env, answer.json()["id"])
     return answer.json()
 
 

@@ -25,7 +25,7 @@ from tests.integration.harness import API_TOKEN, MASTER_SECRET, ROBOT_TOKEN, ord
 from webapp import auth
 
 from .conftest import Rig, record, rig
-from .tools import event_body, post_event, signed_headers
+from .tools import claim_dispatch, event_body, post_event, signed_headers
 
 pytestmark = pytest.mark.faults
 
@@ -131,6 +131,7 @@ def test_a_bad_signature_flood_leaves_signed_callbacks_at_200(limited: Rig) -> N
         headers={"Authorization": f"Bearer {OTHER_TOKEN}"},
         timeout=10,
     ).json()
+    claim_dispatch(r.system.env, job["id"])  # no worker here: the robot has it
     body = event_body("robot.item.started", {"itemId": job["items"][0]["id"]})
     codes = [
         post_event(r.system.base, job["id"], body, {"webhook-id": "x"}).status_code
@@ -224,6 +225,60 @@ def test_a_foreign_host_header_is_refused_not_reflected(limited: Rig) -> None:
     assert "evil.example" not in evil.headers.get("Location", "")
     assert evil.json()["error"]["code"] == "untrusted_host"
     assert requests.get(f"{base}/healthz", headers={"Host": "10.9.8.7"}, timeout=10).ok
+
+
+# --- the web server's own errors (CONTRACT §3: every error is JSON) ---
+
+
+def _raw_answer(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library would) and read the answer to the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+SERVER_REFUSALS = {
+    "request-line-over-4094-bytes": (
+        b"GET /api/jobs?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        414,
+        "request_line_too_long",
+    ),
+    "a-60-KB-header": (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"b" * 60_000 + b"\r\n\r\n",
+        431,
+        "headers_too_large",
+    ),
+    "200-headers": (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(b"X-H%d: v\r\n" % n for n in range(200))
+        + b"\r\n",
+        431,
+        "headers_too_large",
+    ),
+    "not-http": (b"\x16\x03\x01 hello <script>\r\n\r\n", 400, "bad_request"),
+}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"), SERVER_REFUSALS.values(), ids=SERVER_REFUSALS.keys()
+)
+def test_the_web_servers_own_errors_are_json(
+    limited: Rig, request_bytes: bytes, status: int, code: str
+) -> None:
+    """gunicorn answers these before the app sees them; the Procfile's web line, as it is."""
+    answer_status, headers, body = _raw_answer(limited.system.web_port, request_bytes)
+    assert answer_status == status, body[:200]
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["message"] and error["details"] == {}
+    assert b"<script>" not in body and b"<html" not in body
 
 
 # --- secure headers ---

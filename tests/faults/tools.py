@@ -24,12 +24,22 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from orchestrator.config import normalize_database_url
+from orchestrator import lifecycle
+from orchestrator.config import load_settings, normalize_database_url
+from orchestrator.db import session_scope
 from orchestrator.local.processes import Process, bin_path, free_port, redis_answers, wait_until
 from orchestrator.signing import job_callback_secret
 from tests.integration.harness import MASTER_SECRET
 
 FINAL = ("completed", "failed", "cancelled")
+
+
+def claim_dispatch(env: dict[str, str], job_id: str) -> None:
+    """Claim a job's dispatch as a worker would, for suites that run no worker: the robot's
+    callbacks are for dispatched jobs (CONTRACT §5: 409 for a job never claimed)."""
+    settings = load_settings(env)
+    with session_scope(settings.database_url) as session:
+        assert lifecycle.claim_dispatch(session, job_id, settings) is not None
 
 
 class TcpProxy:

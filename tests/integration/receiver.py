@@ -37,6 +37,7 @@ class Received:
     body: dict[str, Any] | None
     answered: int
     wall: float = field(default_factory=time.time)  # time.time() when read
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
 
     @property
     def type(self) -> str | None:
@@ -116,6 +117,7 @@ class Receiver:
             verified,
             body,
             answer.status,
+            headers=headers,
         )
         with self._lock:
             self.received.append(record)

@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 
 from orchestrator import rendezvous, submission, tasks
-from webapp import create_app
+from webapp import create_app, live
 
 API_TOKEN = "unit-test-token"
 REDIS_URL = "redis://fake-redis.invalid:6379/0"
@@ -53,7 +53,10 @@ def unit_app(make_settings, database_url: str):
         max_body_bytes=64 * 1024,
         max_batch_size=50,
     )
-    return create_app(settings)
+    app = create_app(settings)
+    # The live streams' subscription ends with the last stream, not seconds after it.
+    live.hub_of(app).linger_seconds = 0.0
+    return app
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
     IdempotencyConflict,
     IdempotencyInProgress,
+    IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
     UnknownRobot,
@@ -42,6 +43,7 @@ from orchestrator.submission import (
 )
 from orchestrator.text import has_unsafe_characters
 
+from .. import bind_url_job, live
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -71,7 +73,10 @@ def _guard() -> ResponseReturnValue | None:
     """CSRF on every form post; a signed-in person for everything but login and static files."""
     if request.method == "POST":
         login.check_csrf()
-    if request.endpoint in _OPEN_ENDPOINTS or login.signed_in_user():
+    if request.endpoint in _OPEN_ENDPOINTS:
+        return None
+    if login.signed_in_user():
+        bind_url_job()  # signed in: the job its URL names may mark its log lines
         return None
     if request.endpoint and request.endpoint.startswith("dashboard.live_"):
         abort(401)  # the page's script reloads, which leads to the login page
@@ -260,6 +265,35 @@ def live_jobs() -> ResponseReturnValue:
     return render_template("dashboard/_jobs_live.html", **_list_context())
 
 
+def _newest_jobs() -> list[dict[str, Any]]:
+    """The newest page of jobs in brief: what the list's event stream compares."""
+    with orchestrator().session() as session:
+        jobs, _ = queries.page_of_jobs(session, None, PAGE_SIZE, None)
+        counts = queries.item_counts(session, [job.id for job in jobs])
+        return [{"id": job.id, "status": job.status, "counts": counts[job.id]} for job in jobs]
+
+
+@bp.get("/live/events")
+def live_jobs_events() -> ResponseReturnValue:
+    """Server-sent events ``jobs`` each time a job changes: the list page then fetches itself.
+
+    Woken by every job's announcement; it sends only when the newest page of jobs differs.
+    Jobs further down (older pages) are seen at their next refresh by hand.
+    """
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        orchestrator(),
+        live.ANY_JOB,
+        request.environ,
+        None,
+        _newest_jobs,
+        name="jobs",
+        final=live.never_final,
+    )
+    assert response is not None
+    return response
+
+
 # --- one job ---
 
 
@@ -307,6 +341,23 @@ def job_page(job_id: str) -> ResponseReturnValue:
 @bp.get("/live/jobs/<job_id>")
 def live_job(job_id: str) -> ResponseReturnValue:
     return render_template("dashboard/_job_live.html", **_job_context(job_id))
+
+
+@bp.get("/live/jobs/<job_id>/events")
+def live_job_events(job_id: str) -> ResponseReturnValue:
+    """The job's live stream (CONTRACT §13) for a signed-in person: the page then fetches itself."""
+    state = orchestrator()
+    response = live.stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        live.reader(state, job_id),
+    )
+    if response is None:
+        abort(404, f"there is no job {job_id}")
+    return response
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -359,6 +410,9 @@ def resubmit(job_id: str) -> ResponseReturnValue:
         return back
     except UnknownRobot as exc:
         flash(f"Nothing was resubmitted. {_choose_one(exc)}", "error")
+        return back
+    except IdempotencyJobDeleted:
+        flash("This form's job was deleted since (retention); choose again.", "error")
         return back
     if result.created:
         count = len(result.job.items)
@@ -623,6 +677,9 @@ def _create(
         return _submit_form(submission, text, ["This batch is still being created; wait."], robot)
     except UnknownRobot as exc:
         return _submit_form(submission, text, [_choose_one(exc)], robot)
+    except IdempotencyJobDeleted:
+        problems = ["This form's job was deleted since (retention); it is reset: submit again."]
+        return _submit_form(uuid.uuid4().hex, text, problems, robot)
     if result.created:
         to = f" for robot {result.job.robot}" if len(state.settings.robots) > 1 else ""
         flash(f"Job submitted{to}: {_orders(len(orders))}.")

@@ -142,3 +142,32 @@ def test_order_ids_with_c1_controls_separators_or_bidi_overrides_are_refused(cha
     batch = parse_batch(json.dumps([{"orderId": f"ORD{character}1", "pedidoInput": {}}]))
     assert len(batch.errors) == 1
     assert "control character, line separator or bidirectional override" in str(batch.errors[0])
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" + "0" * 400])
+def test_a_number_no_double_holds_is_a_problem_of_its_line(number):
+    """CONTRACT §3: ``1e400`` in pedidoInput is refused, in a CSV cell and in a JSON file."""
+    csv_batch = parse_batch(f'orderId,pedidoInput\nA-1,"{{""x"": {number}}}"\n', "o.csv")
+    assert csv_batch.orders == []
+    assert messages(csv_batch) == [
+        "line 2: pedidoInput: a number does not fit a double (64-bit float) at x"
+    ]
+    document = f'{{"orders": [{{"orderId": "A-1", "pedidoInput": {{"y": [1, {number}]}}}}]}}'
+    json_batch = parse_batch(document, "o.json")
+    assert json_batch.orders == []
+    assert messages(json_batch) == [
+        "a number does not fit a double (64-bit float) at orders.0.pedidoInput.y.1"
+    ]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_constants_are_a_problem_not_a_crash(constant):
+    batch = parse_batch(f'[{{"orderId": "A", "pedidoInput": {{"x": {constant}}}}}]', "o.json")
+    assert batch.orders == [] and len(batch.errors) == 1
+    cell = parse_batch(f'orderId,pedidoInput\nA-1,"{{""x"": {constant}}}"\n', "o.csv")
+    assert cell.orders == [] and messages(cell)[0].startswith("line 2: pedidoInput is not valid")
+
+
+def test_the_largest_and_smallest_doubles_are_kept():
+    batch = parse_batch('[{"orderId": "A", "pedidoInput": {"x": 1.7e308, "y": 1e-400}}]', "o.json")
+    assert batch.orders == [{"orderId": "A", "pedidoInput": {"x": 1.7e308, "y": 0.0}}]

@@ -18,6 +18,7 @@ from orchestrator.db import session_scope
 from orchestrator.local.processes import free_port, wait_until
 from orchestrator.models import Item
 from orchestrator.robot_events import apply_event
+from webapp import live
 
 from ..conftest import API_TOKEN
 
@@ -369,7 +370,7 @@ def test_db_prune_dry_run_counts_then_prune_deletes(database_url, make_settings)
 
     dry = runner.invoke(main, ["db", "prune", "--older-than", "2.5", "--dry-run"], env=env)
     assert dry.exit_code == 0, dry.output
-    counts = "1 jobs, 1 items, 1 events, 0 idempotency_keys, 0 notifications"
+    counts = "1 jobs, 1 items, 1 events, 0 notifications"
     assert f"would delete {counts}" in dry.output
     with session_scope(database_url) as session:
         assert session.get(Job, job_id) is not None
@@ -524,3 +525,31 @@ def test_credentials_in_the_url_never_reach_the_message():
     assert result.stderr.strip() == (
         f"error: cannot reach the orchestrator at http://***@127.0.0.1:{port} (connection refused)"
     )
+
+
+def test_status_follow_prints_each_change_from_the_live_stream(
+    cli, csv_file, started, sqlite_url, make_settings, app
+):
+    job_id = job_id_of(cli("submit", str(csv_file)).stdout)
+    hub = live.hub_of(app)
+
+    def robot() -> None:
+        wait_until(lambda: hub.count() == 1, 10, "the stream")  # the CLI is following
+        finish(sqlite_url, make_settings, job_id)
+
+    thread = threading.Thread(target=robot)
+    thread.start()
+    result = cli("status", job_id, "--follow")
+    thread.join()
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "pending: 0 of 3 items done"
+    assert "completed: 3 of 3 items done" in lines
+    assert f"job {job_id}: completed" in lines
+    wait_until(lambda: hub.count() == 0, 10, "the stream to close after the final state")
+
+
+def test_status_follow_of_an_unknown_job_says_so(cli):
+    result = cli("status", "no-such-job", "--follow")
+    assert result.exit_code == 1
+    assert "no job no-such-job at" in result.output

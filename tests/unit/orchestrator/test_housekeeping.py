@@ -143,7 +143,6 @@ def test_retention_deletes_only_jobs_final_for_longer_than_the_limit(
         "jobs": 1,
         "items": 1,
         "events": 3,
-        "idempotency_keys": 1,
         "notifications": 1,
     }
 
@@ -200,6 +199,22 @@ def test_retention_works_in_bounded_batches_each_its_own_transaction(
     assert per_transaction == [2, 2, 1]
     assert len(commits) == 3  # one transaction per batch
     assert all(rows_of(database_url, j)["jobs"] == 0 for j in due)
+
+
+def test_retention_keeps_the_idempotency_key_of_a_deleted_job(database_url, make_settings) -> None:
+    """The key outlives its job (CONTRACT §3): its job_id becomes NULL, its own expiry stays."""
+    job_id = finished_job(database_url, make_settings(), days_ago=3)
+
+    assert housekeeping.prune_finished(database_url, 1)["jobs"] == 1
+
+    with session_scope(database_url) as session:
+        key = session.scalar(select(IdempotencyKey).where(IdempotencyKey.key == job_id))
+        assert key is not None and key.job_id is None
+        assert session.get(Job, job_id) is None
+        assert housekeeping.purge_idempotency_keys(session) == 0  # younger than its lifetime
+        key.created_at = datetime.now(UTC) - housekeeping.IDEMPOTENCY_KEY_LIFETIME
+    with session_scope(database_url) as session:
+        assert housekeeping.purge_idempotency_keys(session) == 1
 
 
 def test_a_deleted_job_answers_404(client, auth, app, make_settings) -> None:

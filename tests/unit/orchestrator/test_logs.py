@@ -79,3 +79,27 @@ def test_text_format_keeps_the_handlers_own_format() -> None:
     logs.apply_format([handler], "text")
     handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, "plain", (), None))
     assert stream.getvalue() == "INFO|plain\n"
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_line_separators_are_escaped_so_no_value_can_forge_a_line(separator) -> None:
+    """A reader splitting on U+2028/U+2029/NEL (JavaScript, str.splitlines) sees one line."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logs.apply_format([handler], "json")
+    logger = logging.getLogger("tests.logs.separators")
+    logger.addHandler(handler)
+    logger.propagate = False
+    forged = f'ab{separator}"injected":1'
+    try:
+        with logs.job_context(forged):
+            logger.warning('message%s{"level": "CRITICAL"}', separator)
+    finally:
+        logger.removeHandler(handler)
+    raw = stream.getvalue()
+    assert raw.count("\n") == 1 and len(raw.splitlines()) == 1
+    assert separator not in raw
+    assert f"\\u{ord(separator):04x}" in raw
+    line = json.loads(raw)
+    assert line["jobId"] == forged
+    assert line["message"] == f'message{separator}{{"level": "CRITICAL"}}'

@@ -238,6 +238,53 @@ def test_row2_valid_signature_for_a_missing_job_is_404(robot):
     assert_error(robot.post(success("x"), job_id=missing, secret=secret), 404, "not_found")
 
 
+# --- row 2b (the contract's third row): a job whose dispatch was never claimed → 409 ---
+
+
+def new_undispatched_job(client, app, cancel: bool = False) -> Robot:
+    """Submit a job through the API and never claim its dispatch (it has no robot yet)."""
+    body = {"orders": [{"orderId": f"ORD-{n}", "pedidoInput": {"n": n}} for n in range(2)]}
+    job = client.post("/api/jobs", json=body, headers=AUTH).get_json()
+    if cancel:
+        assert client.post(f"/api/jobs/{job['id']}/cancel", headers=AUTH).status_code == 200
+    return Robot(client, app, job["id"], [item["id"] for item in job["items"]])
+
+
+@pytest.mark.parametrize("cancelled", [False, True], ids=["pending", "cancelled-before-dispatch"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ids: success(ids[0], "FORGED"),
+        lambda ids: batch_completed(success(ids[0]), failure(ids[1])),
+        lambda ids: {"type": "robot.batch.failed", "data": {"error": "no"}},
+        lambda ids: {"type": "robot.item.started", "data": {"itemId": ids[0]}},
+        lambda ids: {"type": "robot.heartbeat", "data": {}},
+    ],
+    ids=["item-completed", "batch-completed", "batch-failed", "item-started", "heartbeat"],
+)
+def test_row2b_an_event_for_a_job_never_claimed_is_409_and_applies_nothing(
+    client, app, make, cancelled
+):
+    robot = new_undispatched_job(client, app, cancel=cancelled)
+    before = robot.snapshot()
+    assert_error(robot.post(make(robot.item_ids)), 409, "not_dispatched")
+    assert robot.snapshot() == before
+    assert robot.events() == []
+
+
+def test_row2b_never_claimed_comes_after_the_signature_and_before_the_body(client, app):
+    robot = new_undispatched_job(client, app)
+    before = robot.snapshot()
+    body = json.dumps(success(robot.item_ids[0]))
+    assert_error(robot.post(body, headers=FORGERIES["signature-of-another-body"](robot, body)), 401)
+    oversized = success(robot.item_ids[0])
+    oversized["data"]["padding"] = "x" * robot.settings.max_body_bytes
+    assert_error(robot.post(oversized), 409, "not_dispatched")
+    assert_error(robot.post('{"type": "robot.batch.completed", "data": {'), 409)
+    assert_error(robot.post({"type": "robot.nonsense", "data": {}}), 409)
+    assert robot.snapshot() == before
+
+
 # --- row 3: body over MAX_BODY_BYTES → 413, nothing ---
 
 
@@ -617,4 +664,19 @@ def test_tracking_numbers_and_errors_that_could_spoof_the_screen_are_422(robot, 
         "data": {"itemId": robot.item_ids[1], "status": "error", "error": f"no{character}"},
     }
     assert robot.post(failed).status_code == 422
+    assert robot.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type": "robot.heartbeat", "data": {"load": 1e400}}',
+        '{"type": "robot.batch.failed", "data": {"error": "no", "extra": -1e999}}',
+        '{"type": "robot.heartbeat", "data": {"n": 1' + "0" * 400 + "}}",
+    ],
+)
+def test_row5_a_number_no_double_holds_is_422_and_stores_nothing(robot, raw):
+    """It was stored as ``Infinity`` on SQLite; PostgreSQL refused it (a 500)."""
+    before = robot.snapshot()
+    assert_error(robot.post(raw), 422, "validation_failed")
     assert robot.snapshot() == before

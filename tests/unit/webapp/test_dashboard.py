@@ -10,6 +10,7 @@ import zlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -366,10 +367,11 @@ def test_job_page_shows_items_tracking_numbers_errors_and_timeline(
     assert "Cancel job" not in html
 
 
-def test_open_job_page_polls_a_fragment_and_offers_cancel(signed_in):
+def test_open_job_page_follows_its_event_stream_and_offers_cancel(signed_in):
     job_id = _submit(signed_in)
     html = signed_in.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
     assert f'data-live="/dashboard/live/jobs/{job_id}"' in html
+    assert f'data-events="/dashboard/live/jobs/{job_id}/events"' in html
     assert 'data-final="false"' in html and "Cancel job" in html
     fragment = signed_in.get(f"/dashboard/live/jobs/{job_id}").get_data(as_text=True)
     assert "<html" not in fragment and 'id="live"' in fragment
@@ -805,3 +807,37 @@ def test_a_paste_nested_too_deeply_is_a_problem_not_a_500(signed_in, sqlite_url)
         "line 2: pedidoInput is nested too deeply to read"
     ]
     assert job_rows(sqlite_url) == []
+
+
+def _first_event(response) -> dict:
+    for chunk in response.response:
+        text = chunk.decode() if isinstance(chunk, bytes) else chunk
+        for line in text.splitlines():
+            if line.startswith("data: "):
+                response.close()
+                return json.loads(line.removeprefix("data: "))
+    raise AssertionError("no event")
+
+
+def test_the_job_page_and_the_list_have_session_authenticated_event_streams(client, signed_in, app):
+    job_id = _submit(signed_in)
+    list_html = signed_in.get("/dashboard/").get_data(as_text=True)
+    assert 'data-events="/dashboard/live/events"' in list_html
+    job_stream = signed_in.get(f"/dashboard/live/jobs/{job_id}/events", buffered=False)
+    assert job_stream.mimetype == "text/event-stream"
+    assert _first_event(job_stream)["id"] == job_id
+    list_stream = signed_in.get("/dashboard/live/events", buffered=False)
+    assert list_stream.mimetype == "text/event-stream"
+    assert job_id in [job["id"] for job in _first_event(list_stream)]
+    assert signed_in.get("/dashboard/live/jobs/no-such-job/events").status_code == 404
+
+
+def test_the_event_streams_need_a_signed_in_person(client):
+    assert client.get("/dashboard/live/events").status_code == 401
+    assert client.get("/dashboard/live/jobs/any/events").status_code == 401
+
+
+def test_the_dashboard_script_follows_event_streams_and_polls_only_the_rest():
+    script = (Path(__file__).parents[3] / "webapp/dashboard/static/dashboard.js").read_text()
+    assert "new EventSource(" in script
+    assert 'hasAttribute("data-events")' in script

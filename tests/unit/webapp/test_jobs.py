@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from itsdangerous import URLSafeSerializer
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator import lifecycle, rendezvous, submission
+from orchestrator import housekeeping, lifecycle, rendezvous, submission
 from orchestrator.db import session_scope
 from orchestrator.models import Item, Job
 from webapp import create_app
 from webapp.schemas import SubmitSchema
 
-from ..conftest import API_TOKEN
+from ..conftest import API_TOKEN, unit_app
+
+DAY = timedelta(days=1)
 
 JOB_KEYS = {
     "id",
@@ -321,6 +323,47 @@ def test_submit_answers_202_with_the_job_and_starts_it_after_commit(
     assert client.get(f"/api/jobs/{job['id']}", headers=auth).get_json() == job
 
 
+# --- numbers no double holds (CONTRACT §3: 1e400 is a 422) ---
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ('{"x": 1e400}', "orders.0.pedidoInput.x"),
+        ('{"x": -1e400}', "orders.0.pedidoInput.x"),
+        ('{"a": {"b": [0, 2E+999]}}', "orders.0.pedidoInput.a.b.1"),
+        ('{"x": 1' + "0" * 400 + "}", "orders.0.pedidoInput.x"),
+    ],
+)
+def test_a_number_that_does_not_fit_a_double_is_422_and_stores_nothing(
+    database_url, make_settings, fake_redis, started, raw, path
+):
+    """On SQLite it was stored as ``Infinity`` (not JSON); on PostgreSQL the insert failed."""
+    app = unit_app(make_settings, database_url)
+    client, auth = app.test_client(), {"Authorization": f"Bearer {API_TOKEN}"}
+    body = '{"orders": [{"orderId": "F", "pedidoInput": ' + raw + "}]}"
+    details = assert_error(submit(client, auth, raw=body), 422)
+    assert list(details) == [path]
+    assert started.job_ids == [] and _job_count(database_url) == 0
+
+
+def test_the_largest_double_is_accepted(client, auth):
+    answer = submit(
+        client, auth, raw='{"orders": [{"orderId": "F", "pedidoInput": {"x": 1.7e308}}]}'
+    )
+    assert answer.status_code == 202
+
+
+def test_submit_schema_refuses_a_number_no_double_holds():
+    """The same rule for orders handed over already parsed (the library, the dashboard)."""
+    errors = SubmitSchema().validate(
+        {"orders": [{"orderId": "F", "pedidoInput": {"x": float("inf"), "y": 10**400}}]}
+    )
+    assert errors == {
+        "orders": {0: {"pedidoInput": ["a number does not fit a double (64-bit float) at x, y"]}}
+    }
+
+
 # --- idempotency ---
 
 
@@ -386,6 +429,45 @@ def test_the_same_key_under_another_token_makes_a_new_job(client, auth, started)
     assert other.status_code == 202
     assert other.get_json()["id"] != first.get_json()["id"]
     assert started.job_ids == [first.get_json()["id"], other.get_json()["id"]]
+
+
+@pytest.mark.parametrize("route", ["submit", "resubmit"])
+def test_a_repeat_whose_job_retention_deleted_is_409_and_creates_nothing(
+    database_url, make_settings, fake_redis, started, route
+):
+    """The key outlives its job (CONTRACT §3): no second job, no second dispatch."""
+    app = unit_app(make_settings, database_url)
+    client, auth = app.test_client(), {"Authorization": f"Bearer {API_TOKEN}"}
+    key = {"Idempotency-Key": "order-batch-42"}
+    first = submit(client, auth, [order(1)], **{} if route == "resubmit" else key)
+    original = job_id = first.get_json()["id"]
+    assert client.post(f"/api/jobs/{job_id}/cancel", headers=auth).status_code == 200
+
+    def again():
+        if route == "submit":
+            return submit(client, auth, [order(1)], **key)
+        return client.post(f"/api/jobs/{original}/resubmit", headers={**auth, **key})
+
+    if route == "resubmit":
+        made = again()
+        assert made.status_code == 202, made.get_json()
+        job_id = made.get_json()["id"]
+        assert client.post(f"/api/jobs/{job_id}/cancel", headers=auth).status_code == 200
+    with session_scope(database_url) as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(finished_at=datetime.now(UTC) - DAY * 2)
+        )
+    assert housekeeping.prune_finished(database_url, 1)["jobs"] >= 1
+    assert client.get(f"/api/jobs/{job_id}", headers=auth).status_code == 404
+    before = (list(started.job_ids), _job_count(database_url))
+
+    assert_error(again(), 409, "idempotency_job_deleted")
+    assert (started.job_ids, _job_count(database_url)) == before
+
+
+def _job_count(url: str) -> int:
+    with session_scope(url) as session:
+        return session.scalar(select(func.count()).select_from(Job))
 
 
 # --- read ---

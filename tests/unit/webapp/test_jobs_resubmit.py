@@ -547,3 +547,24 @@ def test_an_old_job_deleted_while_it_is_resubmitted_is_404_not_500(
     assert_error(resubmit(client, auth, old["id"]), 404, "not_found")
     assert job_ids(app) == set()
     assert len(started.job_ids) == 1  # the old job's own start only
+
+
+def test_more_item_ids_than_max_batch_size_is_422_and_echoes_none(client, auth, app, started):
+    old = finished_job(client, auth, app, MIXED)
+    limit = settings_of(app).max_batch_size
+    before, count = job_ids(app), len(started.job_ids)
+    body = {"itemIds": [f"forged-{n:05d}" for n in range(limit + 1)]}
+    details = assert_error(resubmit(client, auth, old["id"], body), 422, "validation_failed")
+    assert details == {"itemIds": [f"must name 1 to {limit} items (MAX_BATCH_SIZE)"]}
+    assert_nothing_created(app, started, before, count)
+
+
+def test_a_refusal_names_at_most_20_items_and_counts_them_all(client, auth, app, started):
+    old = finished_job(client, auth, app, MIXED)
+    limit = settings_of(app).max_batch_size
+    strangers = [f"forged-{n:05d}" for n in range(limit)]
+    details = assert_error(
+        resubmit(client, auth, old["id"], {"itemIds": strangers}), 422, "not_resubmittable"
+    )
+    assert list(details["itemIds"]) == strangers[:20]
+    assert details["refusedCount"] == limit

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from gunicorn import util
+from gunicorn.workers.ggevent import GeventWorker
 
 import webapp.__main__ as web_main
 from orchestrator.config import load_settings
@@ -19,7 +21,8 @@ FULL = {
 
 def test_gevent_workers_read_slow_requests_without_holding_a_thread() -> None:
     options = web_main.server_options(load_settings(FULL))
-    assert options["worker_class"] == "gevent"
+    worker = util.load_class(options["worker_class"])
+    assert issubclass(worker, GeventWorker)
     assert options["workers"] == 2
     assert options["graceful_timeout"] < 10  # SIGTERM ends the process within 10 s
 

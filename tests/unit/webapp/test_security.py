@@ -11,7 +11,9 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
+from orchestrator import lifecycle, logs
 from orchestrator.config import ConfigError, load_settings
+from orchestrator.db import session_scope
 from orchestrator.signing import job_callback_secret
 from webapp import create_app, security
 from webapp.security import Limit, parse_limit
@@ -75,12 +77,16 @@ def _signed(app, job_id: str, body: str) -> dict[str, str]:
 
 
 def _job(client) -> dict:
+    """A job whose dispatch is claimed (as a worker would): the robot's callbacks are for it."""
     answer = client.post(
         "/api/jobs",
         json={"orders": [{"orderId": "A", "pedidoInput": {}}]},
         headers={"Authorization": "Bearer b"},
     )
     assert answer.status_code == 202, answer.text
+    settings = client.application.extensions["orchestrator"].settings
+    with session_scope(settings.database_url) as session:
+        assert lifecycle.claim_dispatch(session, answer.get_json()["id"], settings) is not None
     return answer.get_json()
 
 
@@ -206,9 +212,14 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
 
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
+        "/api/robots",
+        "/api/robots/{name}",
+        "/api/robots/{name}/pause",
+        "/api/robots/{name}/resume",
         "/api/jobs",
         "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/cancel",
+        "/api/jobs/{job_id}/stream",
         "/api/jobs/{job_id}/resubmit",
         "/api/dispatch",
         "/api/dispatch/pause",
@@ -286,3 +297,53 @@ def test_the_counter_forgets_past_windows(app, monkeypatch, fake_redis) -> None:
 
     assert len(counter._synced_at) < 10_000
     assert len(counter._known) < 10_000 and len(counter._pending) < 10_000
+
+
+def test_metrics_shares_the_api_limit_of_its_address(limited_app) -> None:
+    """Token guessing on /metrics is throttled with the API's (CONTRACT §3: it takes the
+    same tokens)."""
+    client = limited_app.test_client()
+    bad = {"Authorization": "Bearer guess"}
+    assert [client.get("/api/jobs", headers=bad).status_code for _ in range(3)] == [401] * 3
+    refused = client.get("/metrics", headers=bad)
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "too_many_requests"
+    good = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert [client.get("/metrics", headers=good).status_code for _ in range(3)] == [200] * 3
+    assert client.get("/metrics", headers=good).status_code == 429  # per token, as /api/*
+
+
+def test_a_job_id_marks_log_lines_only_once_the_request_is_authenticated(
+    limited_app, monkeypatch
+) -> None:
+    """The URL's id is what a stranger typed until a token or a signature holds for it."""
+    bound: list[str | None] = []
+    real = logs.bind_job
+
+    def recording(job_id):
+        bound.append(job_id)
+        return real(job_id)
+
+    monkeypatch.setattr(logs, "bind_job", recording)
+    client = limited_app.test_client()
+    forged = "ab\u2028%22injected%22:1"
+    stranger = client.get(f"/api/jobs/{forged}", headers={"Authorization": "Bearer guess"})
+    assert stranger.status_code == 401
+    job = _job(client)
+    unsigned = client.post(
+        f"/api/robot/jobs/{job['id']}/events",
+        data="{}",
+        headers=_signed(limited_app, "another-job", "{}"),
+    )
+    assert unsigned.status_code == 401
+    assert bound == []
+
+    signed = client.post(
+        f"/api/robot/jobs/{job['id']}/events",
+        data="{}",
+        headers=_signed(limited_app, job["id"], "{}"),
+    )
+    assert signed.status_code == 422  # not an event; but the signature held for this id
+    known = client.get(f"/api/jobs/{job['id']}", headers={"Authorization": "Bearer b"})
+    assert known.status_code == 200
+    assert bound == [job["id"], job["id"]]

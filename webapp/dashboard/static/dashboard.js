@@ -1,7 +1,9 @@
 // The dashboard's only script, no build step: confirm dangerous forms, keep live parts fresh
-// by polling server-rendered fragments (the page works without it, with a slower refresh).
+// with server-rendered fragments (the page works without it, with a slower refresh).
 // Every element with data-live (and an id) is one live part: the page's own (#live) and the
-// pause banner (#banner); data-every sets its interval, data-final="true" stops it.
+// pause banner (#banner). A part with data-events fetches its fragment when its server-sent
+// event stream says something changed (the job page, the job list); the others poll every
+// data-every ms. data-final="true" stops either.
 (function () {
   "use strict";
 
@@ -27,23 +29,19 @@
     });
   });
 
-  function follow(part) {
+  // Fetch the part's fragment and swap it in; then() gets whether the part is now final.
+  function refresher(part) {
     var id = part.id;
-    var every = parseInt(part.getAttribute("data-every"), 10) || 1500;
     var last = null;
+    var running = false;
+    var again = false;
 
-    function schedule() {
-      window.setTimeout(tick, every);
-    }
-
-    function tick() {
-      if (part.getAttribute("data-final") === "true") {
+    function refresh(done) {
+      if (running) {
+        again = true;  // one more fetch once this one is in: no change is missed
         return;
       }
-      if (document.hidden) {
-        schedule();
-        return;
-      }
+      running = true;
       fetch(part.getAttribute("data-live"), {credentials: "same-origin", headers: {"Accept": "text/html"}})
         .then(function (response) {
           if (response.status === 401) {
@@ -67,16 +65,77 @@
             last = html;
           }
           part.classList.remove("stale");
-          schedule();
         })
         .catch(function () {
           part.classList.add("stale");
-          schedule();
+        })
+        .then(function () {
+          running = false;
+          if (again) {
+            again = false;
+            refresh(done);
+            return;
+          }
+          if (done) {
+            done(part.getAttribute("data-final") === "true");
+          }
         });
     }
 
-    schedule();
+    return refresh;
   }
 
-  Array.prototype.forEach.call(document.querySelectorAll("[data-live][id]"), follow);
+  function poll(part) {
+    var every = parseInt(part.getAttribute("data-every"), 10) || 1500;
+    var refresh = refresher(part);
+
+    function tick() {
+      if (document.hidden) {
+        window.setTimeout(tick, every);
+        return;
+      }
+      refresh(function (final) {
+        if (!final) {
+          window.setTimeout(tick, every);
+        }
+      });
+    }
+
+    window.setTimeout(tick, every);
+  }
+
+  function listen(part) {
+    if (part.getAttribute("data-final") === "true" || !window.EventSource) {
+      return;  // nothing more will change (or no EventSource: refreshed by hand)
+    }
+    var refresh = refresher(part);
+    var source = new EventSource(part.getAttribute("data-events"));
+
+    // The first event shows the state when the stream opened: a change since the page was
+    // rendered is fetched then too.
+    function changed() {
+      refresh(function (final) {
+        if (final) {
+          source.close();
+        }
+      });
+    }
+
+    source.addEventListener("job", changed);
+    source.addEventListener("jobs", changed);
+    source.onerror = function () {
+      part.classList.add("stale");  // the browser reconnects by itself
+      if (source.readyState === EventSource.CLOSED) {
+        refresh(null);  // refused (signed out: the fetch leads to the login)
+      }
+    };
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("[data-live][id]"), function (part) {
+    if (part.hasAttribute("data-events")) {
+      listen(part);
+    } else {
+      poll(part);
+    }
+  });
 })();
