@@ -202,9 +202,7 @@ def submit(
         payload["robot"] = robot
     status, body = api.call("POST", "/api/jobs", json=payload, headers=headers)
     if status == 422:
-        lines = _field_lines(_details(body), ("robot", "priority"))
-        lines += api_errors(batch, _details(body))
-        lines = lines or [_message(body)]
+        lines = api_errors(batch, _details(body)) or [_message(body)]
         raise Failure("\n".join(f"{name}: {line}" for line in lines[:20]), 2)
     if status == 413:
         raise Failure(f"{name}: larger than the server accepts (its MAX_BODY_BYTES)", 2)

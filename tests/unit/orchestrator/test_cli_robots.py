@@ -47,7 +47,8 @@ def csv_file(tmp_path) -> Path:
 def test_submit_needs_the_robot_and_shows_it(cli, csv_file, started):  # noqa: F811
     missing = cli("submit", str(csv_file))
     assert missing.exit_code == 2
-    assert missing.stderr.startswith("error: orders.csv: robot: ")
+    [line] = missing.stderr.splitlines()  # one line naming the field
+    assert line.startswith("error: orders.csv: robot: robot is required: one of north, south")
     unknown = cli("submit", str(csv_file), "--robot", "nowhere")
     assert unknown.exit_code == 2 and "robot: " in unknown.stderr
     assert started.job_ids == []
