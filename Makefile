@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo run test test-unit test-integration lint bench clean
+.PHONY: install browser demo run test test-unit test-integration test-faults fuzz lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ test-integration: $(STAMP) browser
 ## The fault suite alone (docs/reliability.md); `make test` runs it too.
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults
+
+## The property-based and schema-driven tests (marker `hypothesis`) with fresh randomness and
+## four times the examples of `make test` (profile "fuzz", tests/conftest.py); about 10 minutes,
+## stopped after 15 whatever happens.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz timeout --signal=INT 900 $(BIN)/python -m pytest -m hypothesis -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

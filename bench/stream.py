@@ -5,7 +5,9 @@ a worker, beat and the ``accept`` responder (jobs stay ``processing``) on Postgr
 private Redis. With 1, 100 and 1,000 streams open (one measured stream on the measured job, the
 others on other jobs, read and discarded by one selector thread), for each sample: send a signed
 ``robot.item.completed`` for the measured job; from its 200 answer to the moment the measured
-stream delivers the event showing that item's tracking number (``latency_ms``).
+stream delivers the event showing that item's tracking number (``latency_ms``). Samples start
+one ``LIVE_REREAD_SECONDS`` (15 s) after the streams opened and are 0.25 s apart, so the timer
+re-reads of every stream run during them.
 
 Baseline in the same run, interleaved: the round trip of ``GET /api/jobs/<id>`` for the same job
 (``get_ms``), the price of one read of the job over HTTP. Memory: the web worker's PSS and RSS
@@ -169,7 +171,9 @@ def run(quick: bool, redis_mode: str) -> bool:
                 while len(idle.sockets) < want:
                     idle.open(background[len(idle.sockets) % BACKGROUND_JOBS])
                 wait_until(lambda want=want: idle.opened() >= want, 120, f"{count} streams")
-                time.sleep(1)  # let the new greenlets settle before measuring memory
+                # Past one LIVE_REREAD_SECONDS (15 s): the streams' timer re-reads, spread over
+                # the interval, run all through the samples (steady state, not a fresh start).
+                time.sleep(16 if want else 1)
                 after = memory_mb([web_pid])
                 latencies, gets = [], []
                 for _ in range(samples):
@@ -191,7 +195,7 @@ def run(quick: bool, redis_mode: str) -> bool:
                     t0 = time.perf_counter()
                     http.get(f"{stack.base}/api/jobs/{measured}", headers=stack.auth(), timeout=10)
                     gets.append((time.perf_counter() - t0) * 1000)
-                    time.sleep(0.05)
+                    time.sleep(0.25)
                 lat, get = summary(latencies), summary(gets)
                 per_stream_kb = {
                     key: round((after[key] - before[key]) * 1024 / max(1, want), 1)

@@ -628,6 +628,39 @@ def robots(api: Api, as_json: bool) -> None:
             )
 
 
+@main.command("audit")
+@click.option("--actor", help="Only entries by this name (exact).")
+@click.option("--action", help="Only this action, e.g. job.cancelled or read (exact).")
+@click.option("--target", help="Only entries about this job, robot (* for all) or name (exact).")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@api_options
+def audit_log(
+    api: Api, actor: str | None, action: str | None, target: str | None, limit: int
+) -> None:
+    """Show the audit log, newest first: who changed what, and what was refused (operate)."""
+    params: dict[str, Any] = {"limit": limit}
+    for name, value in (("actor", actor), ("action", action), ("target", target)):
+        if value:
+            params[name] = value
+    status, body = api.call("GET", "/api/audit", params=params)
+    if status == 403:
+        raise Failure(f"the audit log needs a token with the operate role: {_message(body)}")
+    if status != 200:
+        raise Failure(f"cannot read the audit log (HTTP {status}): {_message(body)}")
+    entries = body.get("entries", [])
+    if not entries:
+        click.echo("no audit entries" + (" match" if len(params) > 1 else ""))
+        return
+    click.echo(f"{'at':<32}  {'actor':<20}  {'action':<24}  {'outcome':<7}  target")
+    for entry in entries:
+        click.echo(
+            f"{entry['at']:<32}  {entry['actor']:<20}  {entry['action']:<24}  "
+            f"{entry['outcome']:<7}  {entry['target']}"
+        )
+    if body.get("nextCursor"):
+        click.echo(f"(more entries: raise --limit, up to 200; showing the newest {len(entries)})")
+
+
 # --- processes on this machine ---
 
 
@@ -669,6 +702,26 @@ def db_prune(days: float, dry_run: bool) -> None:
     rows = ", ".join(f"{count} {table}" for table, count in removed.items())
     tail = "" if dry_run else f" in {batches} batch{'es' if batches != 1 else ''}"
     click.echo(f"{verb} {rows} (jobs final for more than {days:g} days){tail}")
+
+
+@db.command("prune-audit")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete audit entries older than this many days (a float).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def db_prune_audit(days: float, dry_run: bool) -> None:
+    """Delete old audit entries (retention never does: this is the only way they go)."""
+    from .audit import prune
+    from .config import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    count = prune(settings.database_url, days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {count} audit entries older than {days:g} days")
 
 
 _redis_option = click.option(

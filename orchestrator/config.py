@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -25,6 +27,65 @@ DEV_DEFAULTS: dict[str, str] = {
 }
 
 
+# CONTRACT §12: each role includes the ones before it.
+ROLES = ("read", "submit", "operate")
+_TOKEN_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One entry of API_TOKENS: a name for the audit log, a role, and the bearer token."""
+
+    name: str
+    role: str
+    token: str = field(repr=False)
+
+
+def role_includes(role: str, needed: str) -> bool:
+    """Tell whether ``role`` may do what ``needed`` may (read < submit < operate)."""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+def bare_token_name(token: str) -> str:
+    """Name a bare token: ``token-`` and the first 8 hex digits of its SHA-256."""
+    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def parse_api_tokens(entries: tuple[str, ...]) -> tuple[ApiToken, ...]:
+    """Read API_TOKENS entries: a bare token (operate) or ``name:role:token`` (CONTRACT §12).
+
+    The messages name the entry by its place, never by its text: a malformed entry may be
+    a token with a colon in it, so not even its name part is shown.
+    """
+    parsed: list[ApiToken] = []
+    seen: dict[str, int] = {}
+    for place, entry in enumerate(entries, start=1):
+        if ":" not in entry:
+            token = ApiToken(bare_token_name(entry), "operate", entry)
+        else:
+            name, _, rest = entry.partition(":")
+            role, _, secret = rest.partition(":")
+            if not _TOKEN_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"API_TOKENS entry {place}: a name:role:token entry needs a name of 1-40 "
+                    "characters of a-z, 0-9 and -, starting with a letter"
+                )
+            if role not in ROLES:
+                raise ConfigError(
+                    f"API_TOKENS entry {place}: the role must be read, submit or operate"
+                )
+            if not secret:
+                raise ConfigError(f"API_TOKENS entry {place}: the token after name:role: is empty")
+            token = ApiToken(name, role, secret)
+        if token.name in seen:
+            raise ConfigError(
+                f"API_TOKENS entry {place} repeats the name of entry {seen[token.name]}"
+            )
+        seen[token.name] = place
+        parsed.append(token)
+    return tuple(parsed)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the processes read, typed, with the contract's defaults."""
@@ -38,6 +99,7 @@ class Settings:
     robot_api_token: str | None = field(default=None, repr=False)
     robot_callback_secret: str = field(default="", repr=False)
     public_url: str = ""
+    # API_TOKENS as written, one entry each; ``tokens`` is what they mean (CONTRACT §12).
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     robot_seconds_per_item: float = 30.0
     robot_deadline_margin_seconds: float = 300.0
@@ -74,10 +136,16 @@ class Settings:
     trusted_proxy_hops: int = 0  # proxies in front of web whose X-Forwarded-* are believed
     # Live job streams (CONTRACT §13): a comment at least this often (the contract: 15 s),
     # and a re-read of the job from the database at least this often (the safety net for a
-    # lost announcement).
+    # lost announcement; 5 s cost a web worker with 1,000 streams 200 reads a second and
+    # slowed its other requests to seconds: bench/README.md).
     live_keepalive_seconds: float = 10.0
-    live_reread_seconds: float = 5.0
+    live_reread_seconds: float = 15.0
     dev_defaults_used: tuple[str, ...] = ()
+    tokens: tuple[ApiToken, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Derived here, so settings built by tests or ``replace`` are checked the same way.
+        object.__setattr__(self, "tokens", parse_api_tokens(self.api_tokens))
 
     @property
     def broker_url(self) -> str:
@@ -135,7 +203,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Return every secret value that must never reach a log or a response."""
         values = [
-            *self.api_tokens,
+            *(t.token for t in self.tokens),
             self.robot_api_token or "",
             *(robot.api_token or "" for robot in self.robots),
             *self.callback_secrets,
@@ -452,12 +520,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def settings_from_mapping(overrides: Mapping[str, object]) -> Settings:
     """Build settings for tests from attribute names, filling development defaults."""
     base = load_settings({"APP_ENV": "development"})
-    known = {f.name for f in fields(Settings)}
+    known = {f.name for f in fields(Settings) if f.init}
     unknown = set(overrides) - known
     if unknown:
         raise ConfigError(f"unknown settings: {sorted(unknown)}")
-    given = {f.name: getattr(base, f.name) for f in fields(Settings)}
-    return Settings(**{**given, **overrides})  # type: ignore[arg-type]
+    values = {f.name: getattr(base, f.name) for f in fields(Settings) if f.init}
+    return Settings(**{**values, **overrides})  # type: ignore[arg-type]
 
 
 def load_settings_or_exit() -> Settings:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
-from . import dispatch_control, live, metrics, notifications
+from . import audit, dispatch_control, live, metrics, notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -67,6 +67,7 @@ def create_job(
     *,
     resubmit_of: str | None = None,
     robot: str = "default",
+    created_by: str | None = None,
 ) -> Job:
     """Add a pending job for ``robot`` with one pending item per order; the caller commits."""
     job = Job(
@@ -77,6 +78,7 @@ def create_job(
         priority=priority,
         resubmit_of=resubmit_of,
         robot=robot,
+        created_by=created_by,
     )
     # Set as the job's collection, so the new job can be shown without reading it back.
     job.items = [
@@ -363,40 +365,67 @@ def pause_dispatch(
     until: datetime | None = None,
     by: str = dispatch_control.PAUSED_BY_API,
     robot: str | None = None,
+    *,
+    actor: audit.Actor,
+    target: str | None = None,
 ) -> dispatch_control.DispatchState:
     """Pause a robot's dispatching (None: every robot's); a new pause is notified per robot.
 
     Again: new reason and end. Returns the robot's state, or with None the combined state
     (CONTRACT §3). Every change of a pause passes here or through ``fail_dispatch`` and
     ``resume_if_due``, so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8, one per
-    robot, its state with its name) are written in its transaction. The caller commits.
+    robot, its state with its name) and the audit entry (§12, by ``actor``, for ``target``:
+    the robot's name, or ``*`` for all) are written in its transaction. The caller commits.
     """
-    if robot is None:
-        for name in settings.robot_names:
-            pause_dispatch(session, settings, reason, until, by, name)
+    names = settings.robot_names if robot is None else (robot,)
+    was_paused = False
+    state: dispatch_control.DispatchState | None = None
+    for name in names:
+        was = dispatch_control.lock(session.connection(), name)
+        was_paused = was_paused or bool(was.paused)
+        state = dispatch_control.pause(session, settings, reason, until, by, name)
+        if not was.paused:  # a new reason or end for a pause is no new pause
+            notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
+    details = {"reason": reason, "until": until.isoformat() if until else None}
+    audit.record(
+        session,
+        actor,
+        "dispatch.paused",
+        target or robot or "*",
+        {**details, "wasPaused": was_paused},
+    )
+    if robot is None or state is None:
         return dispatch_control.read_state(session, settings)
-    was = dispatch_control.lock(session.connection(), robot)
-    state = dispatch_control.pause(session, settings, reason, until, by, robot)
-    if not was.paused:  # a new reason or end for a pause is no new pause
-        notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
     return state
 
 
 def resume_dispatch(
-    session: Session, settings: Settings, robot: str | None = None
+    session: Session,
+    settings: Settings,
+    robot: str | None = None,
+    *,
+    actor: audit.Actor,
+    target: str | None = None,
 ) -> dispatch_control.DispatchState:
     """Resume a robot's dispatching (None: every robot's); notified per robot that was paused.
 
+    Every resume asked for is audited, also of a robot that was not paused (``wasPaused``).
     The caller commits, then hands off.
     """
-    if robot is None:
-        for name in settings.robot_names:
-            resume_dispatch(session, settings, name)
+    names = settings.robot_names if robot is None else (robot,)
+    was_paused = False
+    state: dispatch_control.DispatchState | None = None
+    for name in names:
+        was = dispatch_control.lock(session.connection(), name)
+        was_paused = was_paused or bool(was.paused)
+        state = dispatch_control.resume(session, settings, name)
+        if was.paused:
+            notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
+    audit.record(
+        session, actor, "dispatch.resumed", target or robot or "*", {"wasPaused": was_paused}
+    )
+    if robot is None or state is None:
         return dispatch_control.read_state(session, settings)
-    was = dispatch_control.lock(session.connection(), robot)
-    state = dispatch_control.resume(session, settings, robot)
-    if was.paused:
-        notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
     return state
 
 
@@ -409,8 +438,18 @@ def resume_if_due(session: Session, settings: Settings) -> bool:
     for name in settings.robot_names:
         if dispatch_control.resume_if_due(session, name):
             _notify_dispatch(session, settings, notifications.DISPATCH_RESUMED, name)
+            details = {"why": "until passed"}
+            audit.record(
+                session, audit.SYSTEM, "dispatch.resumed", _target(settings, name), details
+            )
             resumed = True
     return resumed
+
+
+def _target(settings: Settings, robot: str) -> str:
+    """The audit target of the orchestrator's own pause or resume of a robot: ``*`` (every
+    robot) when it is the only one."""
+    return "*" if len(settings.robots) == 1 else robot
 
 
 def _notify_dispatch(session: Session, settings: Settings, kind: str, robot: str) -> None:
@@ -438,6 +477,10 @@ def fail_dispatch(
         session, settings, reason, counts=not refused_this_job, robot=robot
     ):
         _notify_dispatch(session, settings, notifications.DISPATCH_PAUSED, robot)
+        threshold = settings.robot_or_fallback(robot).pause_after_failures
+        why = {"reason": reason, "failuresInARow": threshold}
+        target = _target(settings, robot)
+        audit.record(session, audit.SYSTEM, "dispatch.paused", target, {**why, "jobId": job_id})
     record_dispatch_result(session, job_id, result)
     failure = Failure(reason, robot_may_have_it=robot_may_have_it, kind=result)
     return finalize(session, job_id, failure)
@@ -596,8 +639,11 @@ def silence_failure(settings: Settings, robot: RobotSettings | None = None) -> F
     )
 
 
-def cancel(session: Session, job_id: str) -> Job:
-    """Cancel an open job; unreported items become unknown if dispatch began, else error."""
+def cancel(session: Session, job_id: str, *, actor: audit.Actor) -> Job:
+    """Cancel an open job; unreported items become unknown if dispatch began, else error.
+
+    Audited as ``job.cancelled`` by ``actor`` in the same transaction (CONTRACT §12).
+    """
     get_job(session, job_id)
     # The dispatch time is read under the row lock the close holds: a dispatch claim either
     # committed before us (dispatched_at set) or will find the job closed.
@@ -606,6 +652,7 @@ def cancel(session: Session, job_id: str) -> Job:
     )
     if not cancelled:
         raise TransitionRefused(job_id, get_job(session, job_id).status, "cancelled")
+    audit.record(session, actor, "job.cancelled", job_id)
     return get_job(session, job_id)
 
 

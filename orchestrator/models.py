@@ -1,5 +1,5 @@
-"""Database tables: jobs, their items, robot events, idempotency keys, notifications and the
-dispatch control, one row per robot (pause, failures in a row)."""
+"""Database tables: jobs, their items, robot events, idempotency keys, notifications, the
+dispatch control (one row per robot: pause, failures in a row) and the audit log."""
 
 from __future__ import annotations
 
@@ -123,6 +123,9 @@ class Job(Base):
     # never the secret): its callbacks verify with that one only (CONTRACT §9). NULL for a
     # job not yet claimed, and for jobs claimed before the column existed.
     callback_key: Mapped[str | None] = mapped_column(String(16))
+    # The name of the API token (or dashboard user) that submitted it (CONTRACT §12); NULL
+    # for jobs submitted before names were recorded.
+    created_by: Mapped[str | None] = mapped_column(String(64))
 
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.position")
 
@@ -256,4 +259,31 @@ class Notification(Base):
 
     __table_args__ = (
         Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+
+class AuditEntry(Base):
+    """Who changed what, or was refused (CONTRACT §12); written in the change's transaction.
+
+    No foreign keys: an entry outlives the job or notification it names (retention, §9).
+    """
+
+    __tablename__ = "audit_entries"
+
+    # Newest first is by id: entries are paged by it, as notifications by ``seq``.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    outcome: Mapped[str] = mapped_column(String(8))  # ok | denied
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_audit_entries_actor_id", "actor", "id"),
+        Index("ix_audit_entries_action_id", "action", "id"),
+        Index("ix_audit_entries_target_id", "target", "id"),
+        Index("ix_audit_entries_at", "at"),
     )

@@ -27,6 +27,7 @@ _JOB_SHOWN = select(
     _jobs.c.priority,
     _jobs.c.resubmit_of,
     _jobs.c.robot,
+    _jobs.c.created_by,
 ).where(_jobs.c.id == bindparam("the_job"))
 _ITEMS_SHOWN = (
     select(
@@ -80,6 +81,7 @@ def job_dict(
         "queuePosition": queue_position,
         "resubmitOf": _field(job, "resubmit_of"),
         "robot": _field(job, "robot"),
+        "createdBy": _field(job, "created_by"),
         "counts": counts,
     }
     if items is not None:

@@ -55,7 +55,9 @@ def verify_callback(
     listed (CONTRACT §9). Which of them may sign for the job depends on the job
     (``signs_for_job``), read from the database only once a signature held. The verifier
     cache is keyed by master secret and job, so a rotation never reuses a verifier of
-    another secret.
+    another secret. The signature is over ``body`` exactly as received, whatever its bytes
+    (standardwebhooks ≥ 1.3 verifies bytes that are not UTF-8 too): whether they are JSON is
+    the caller's next check.
     """
     if isinstance(master_secrets, str):
         raise TypeError("master_secrets is a sequence of secrets, not one string")

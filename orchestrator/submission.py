@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import lifecycle, queries, tracing
+from . import audit, lifecycle, queries, tracing
 from .config import Settings
 from .db import session_factory
 from .logs import job_context
@@ -62,16 +62,21 @@ def submit_job(
     idempotency_key: str | None = None,
     body_digest: str | None = None,
     resubmit_of: str | None = None,
+    resubmitted_items: Sequence[str] = (),
     priority: int = 0,
     robot: str | None = None,
+    actor: audit.Actor,
 ) -> Submitted:
     """Create a job for validated orders and enqueue its chain after the commit.
 
     With an ``idempotency_key`` (scoped to ``token``) a repeat returns the first job and
-    starts nothing; the same key with a different body raises IdempotencyConflict.
-    ``resubmit_of`` names the job the orders come from (resubmit_job). ``robot`` is the
-    job's robot (CONTRACT §11): None only with one robot configured, which it then gets;
-    raises UnknownRobot for a name not configured (or None with several robots).
+    starts nothing, and leaves no audit entry (it changes nothing); the same key with a
+    different body raises IdempotencyConflict. ``resubmit_of`` names the job the orders come
+    from, ``resubmitted_items`` its items (resubmit_job). The job is created by ``actor``:
+    its ``createdBy``, and its ``job.submitted`` (or ``job.resubmitted``) entry, committed
+    with it (CONTRACT §12). ``robot`` is the job's robot
+    (CONTRACT §11): None only with one robot configured, which it then gets; raises
+    UnknownRobot for a name not configured (or None with several robots).
     """
     robot = choose_robot(settings, robot)
     digest = body_digest or request_digest(
@@ -89,8 +94,19 @@ def submit_job(
             if earlier is not None:
                 return Submitted(earlier, created=False)
         job = lifecycle.create_job(
-            session, orders, priority=priority, resubmit_of=resubmit_of, robot=robot
+            session,
+            orders,
+            priority=priority,
+            resubmit_of=resubmit_of,
+            created_by=actor.name,
+            robot=robot,
         )
+        if resubmit_of is None:
+            details = {"orders": len(orders), "priority": priority}
+            audit.record(session, actor, "job.submitted", job.id, details)
+        else:
+            details = {"jobId": job.id, "itemIds": list(resubmitted_items), "priority": priority}
+            audit.record(session, actor, "job.resubmitted", resubmit_of, details)
         # The submit request's span is the root of the job's trace (None with traces off).
         job.trace_parent = tracing.current_traceparent()
         if idempotency_key is not None:
@@ -203,6 +219,7 @@ def resubmit_job(
     idempotency_key: str | None = None,
     body_digest: str | None = None,
     robot: str | None = None,
+    actor: audit.Actor,
 ) -> Submitted:
     """Create a new job from items of a finished job, through submit_job (CONTRACT §3).
 
@@ -264,8 +281,10 @@ def resubmit_job(
             idempotency_key=idempotency_key,
             body_digest=digest,
             resubmit_of=job_id,
+            resubmitted_items=[item.id for item in chosen],
             priority=priority,
             robot=robot,
+            actor=actor,
         )
     except (IntegrityError, IdempotencyInProgress):
         # The old job deleted (retention) since it was read: resubmit_of names no job.

@@ -8,11 +8,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from orchestrator import db
 from orchestrator.config import Settings, settings_from_mapping
 from orchestrator.migrate import upgrade
+
+# Property-based and schema-driven tests (hypothesis, schemathesis) draw the same examples on
+# every run: derandomized, and no example database carried from one run to the next, so that
+# `make test` gives the same verdict every time. `make fuzz` selects the "fuzz" profile: fresh
+# randomness and four times the examples (tests that set their own number scale it by
+# `settings.default.max_examples`). A failure prints the reproduce blob either way.
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile(
+    "fuzz", derandomize=False, database=None, print_blob=True, max_examples=400
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 PG_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

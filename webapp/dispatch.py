@@ -8,14 +8,14 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
-from .auth import require_token
+from .access import guard_api, request_actor
 from .errors import ApiError
 from .jobs import parse_json_body
 from .schemas import PauseSchema
 from .state import orchestrator
 
 bp = Blueprint("dispatch", __name__, url_prefix="/api/dispatch")
-bp.before_request(require_token)
+bp.before_request(guard_api)
 
 _pause_schema = PauseSchema()
 
@@ -41,11 +41,11 @@ def pause_request() -> dict[str, Any]:
 @bp.post("/pause")
 def pause() -> ResponseReturnValue:
     data = pause_request()
-    state = orchestrator().pause_dispatch(data["reason"], data.get("until"))
+    state = orchestrator().pause_dispatch(data["reason"], data.get("until"), request_actor())
     return jsonify(state.as_json())
 
 
 @bp.post("/resume")
 def resume() -> ResponseReturnValue:
     # No body is needed; any body is ignored.
-    return jsonify(orchestrator().resume_dispatch().as_json())
+    return jsonify(orchestrator().resume_dispatch(request_actor()).as_json())

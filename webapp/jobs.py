@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
 
 from orchestrator import lifecycle, queries
@@ -29,14 +28,15 @@ from orchestrator.submission import (
 )
 
 from . import bind_url_job, live
-from .auth import require_token
+from .access import guard_api, request_actor
 from .errors import ApiError
 from .jsonbody import loads_strict
+from .paging import dump_cursor, load_cursor
 from .schemas import ListQuerySchema, ResubmitSchema, SubmitSchema
 from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
-bp.before_request(require_token)
+bp.before_request(guard_api)
 bp.before_request(bind_url_job)  # after the token is checked
 
 _submit_schema = SubmitSchema()
@@ -164,6 +164,7 @@ def submit() -> ResponseReturnValue:
             body_digest=request_digest(body),
             priority=data["priority"],
             robot=robot,
+            actor=request_actor(),
         )
     return _created(result)
 
@@ -198,8 +199,9 @@ def stream(job_id: str) -> ResponseReturnValue:
     return response
 
 
-def _cursor_serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(orchestrator().settings.robot_callback_secret, salt="jobs-cursor")
+def _read_position(value: Any) -> tuple[datetime, str]:
+    created, job_id = value
+    return datetime.fromisoformat(created), str(job_id)
 
 
 @bp.get("")
@@ -216,13 +218,7 @@ def list_jobs() -> ResponseReturnValue:
         )
     after = None
     if "cursor" in args:
-        try:
-            created, job_id = _cursor_serializer().loads(args["cursor"])
-            after = (datetime.fromisoformat(created), str(job_id))
-        except (BadSignature, ValueError, TypeError):
-            raise ApiError(
-                422, "the cursor was not issued by this server", details={"cursor": ["invalid"]}
-            ) from None
+        after = load_cursor("jobs-cursor", args["cursor"], _read_position)
     with orchestrator().session() as session:
         jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after, robot)
         counts = queries.item_counts(session, [job.id for job in jobs])
@@ -234,14 +230,14 @@ def list_jobs() -> ResponseReturnValue:
     next_cursor = None
     if more and jobs:
         last = jobs[-1]
-        next_cursor = _cursor_serializer().dumps([last.created_at.isoformat(), last.id])
+        next_cursor = dump_cursor("jobs-cursor", [last.created_at.isoformat(), last.id])
     return jsonify({"jobs": body, "nextCursor": next_cursor})
 
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        orchestrator().cancel_job(job_id)
+        orchestrator().cancel_job(job_id, request_actor())
     except lifecycle.JobNotFound:
         raise ApiError(404, f"no job with id {job_id!r}") from None
     except lifecycle.TransitionRefused as exc:
@@ -277,6 +273,7 @@ def resubmit(job_id: str) -> ResponseReturnValue:
                 idempotency_key=key,
                 body_digest=resubmit_digest(job_id, body),
                 robot=data.get("robot"),
+                actor=request_actor(),
             )
     except lifecycle.JobNotFound:
         raise ApiError(404, f"no job with id {job_id!r}") from None

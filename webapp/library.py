@@ -26,7 +26,7 @@ from typing import Any
 from flask import Blueprint, Flask
 from marshmallow import ValidationError
 
-from orchestrator import queries, submission
+from orchestrator import audit, queries, submission
 from orchestrator.celery_app import create_celery
 from orchestrator.config import Settings, load_settings
 from orchestrator.lifecycle import JobNotFound
@@ -111,6 +111,7 @@ def submit_job(
             token=scope,
             idempotency_key=idempotency_key,
             robot=robot,
+            actor=_host_app(scope),
         )
     except UnknownRobot as exc:
         raise InvalidOrders(exc.message, {"robot": [exc.message]}) from None
@@ -161,12 +162,18 @@ def resubmit_job(
             token=scope,
             idempotency_key=idempotency_key,
             robot=robot,
+            actor=_host_app(scope),
         )
     except UnknownRobot as exc:
         raise ResubmitRefused(exc.message, {"robot": [exc.message]}, "validation_failed") from None
     job = get_job(result.job.id)
     assert job is not None
     return job
+
+
+def _host_app(scope: str) -> audit.Actor:
+    """The host app's own code acts with every right, named by its idempotency scope."""
+    return audit.Actor(scope, "operate")
 
 
 def get_job(job_id: str) -> dict[str, Any] | None:

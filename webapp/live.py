@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import queue
+import random
 import socket
 import threading
 import time
@@ -244,7 +245,8 @@ def job_events(
             return
         last = first
         now = time.monotonic()
-        next_reread = now + reread_seconds
+        # Streams opened together (after a restart) spread their timer re-reads apart.
+        next_reread = now + reread_seconds * random.uniform(0.5, 1.0)
         next_comment = now + keepalive_seconds
         while stream.ended is None:
             wait = max(0.0, min(next_reread, next_comment) - time.monotonic())

@@ -79,6 +79,13 @@ def _job_properties() -> dict[str, Any]:
         ),
         "resubmitOf": _nullable({"type": "string", "description": "the job it came from"}),
         "robot": {"type": "string", "description": "the robot that processes the job (§11)"},
+        "createdBy": _nullable(
+            {
+                "type": "string",
+                "description": "the name of the token (or dashboard user) that submitted it; "
+                "null for jobs older than names",
+            }
+        ),
         "counts": {
             "type": "object",
             "required": ["total", *ITEM_STATUSES],
@@ -293,6 +300,39 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "nextCursor": _nullable({"type": "string"}),
             },
         },
+        "AuditEntry": {
+            "type": "object",
+            "required": [
+                "id",
+                "at",
+                "actor",
+                "role",
+                "action",
+                "target",
+                "outcome",
+                "details",
+                "address",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "at": {"type": "string", "format": "date-time"},
+                "actor": {"type": "string", "description": "a token's or user's name, or system"},
+                "role": {"type": "string", "enum": ["read", "submit", "operate", "system", "none"]},
+                "action": {"type": "string", "example": "job.cancelled"},
+                "target": {"type": "string", "description": "a job, robot (* for all), ..."},
+                "outcome": {"type": "string", "enum": ["ok", "denied"]},
+                "details": {"type": "object"},
+                "address": _nullable({"type": "string"}),
+            },
+        },
+        "AuditList": {
+            "type": "object",
+            "required": ["entries", "nextCursor"],
+            "properties": {
+                "entries": {"type": "array", "items": _ref("AuditEntry")},
+                "nextCursor": _nullable({"type": "string"}),
+            },
+        },
         "RobotEvent": {
             "type": "object",
             "required": ["type", "data"],
@@ -348,6 +388,8 @@ def _common_errors(*statuses: int) -> dict[str, Any]:
         503: "the database or Redis is unavailable; nothing was applied",
     }
     answers: dict[str, Any] = {str(status): _error(texts[status]) for status in statuses}
+    if 401 in statuses:  # every bearer route: a role that does not allow it (CONTRACT §12)
+        answers["403"] = _error("forbidden: the token's role does not allow it; nothing done")
     answers["429"] = _rate_limited()
     return answers
 
@@ -595,6 +637,29 @@ def build_document(settings: Settings) -> dict[str, Any]:
                                 "content": _json(_ref("Notification")),
                             },
                             **_common_errors(401, 404, 409, 503),
+                        },
+                    }
+                },
+                "/api/audit": {
+                    "get": {
+                        "operationId": "listAudit",
+                        "summary": "The audit log, newest first (role operate; CONTRACT §12)",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            *(
+                                {
+                                    "name": name,
+                                    "in": "query",
+                                    "schema": {"type": "string", "minLength": 1},
+                                    "description": "exact match",
+                                }
+                                for name in ("actor", "action", "target")
+                            ),
+                            *_page_parameters([])[1:],
+                        ],
+                        "responses": {
+                            "200": {"description": "a page", "content": _json(_ref("AuditList"))},
+                            **_common_errors(401, 422, 503),
                         },
                     }
                 },

@@ -5,13 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from .auth import require_token
+from .access import guard_api, request_actor
 from .dispatch import pause_request
 from .errors import ApiError
 from .state import orchestrator
 
 bp = Blueprint("robots", __name__, url_prefix="/api/robots")
-bp.before_request(require_token)
+bp.before_request(guard_api)
 
 
 def _known(name: str) -> str:
@@ -34,11 +34,11 @@ def read(name: str) -> ResponseReturnValue:
 def pause(name: str) -> ResponseReturnValue:
     robot = _known(name)
     data = pause_request()
-    state = orchestrator().pause_dispatch(data["reason"], data.get("until"), robot)
+    state = orchestrator().pause_dispatch(data["reason"], data.get("until"), request_actor(), robot)
     return jsonify(state.as_json())
 
 
 @bp.post("/<name>/resume")
 def resume(name: str) -> ResponseReturnValue:
     # No body is needed; any body is ignored.
-    return jsonify(orchestrator().resume_dispatch(_known(name)).as_json())
+    return jsonify(orchestrator().resume_dispatch(request_actor(), _known(name)).as_json())

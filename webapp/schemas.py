@@ -136,6 +136,19 @@ class NotificationListQuerySchema(Schema):
     cursor = fields.String(validate=validate.Length(min=1, max=500))
 
 
+class AuditListQuerySchema(Schema):
+    """``GET /api/audit``: exact-match filters, paged as the job list (CONTRACT §3)."""
+
+    class Meta:
+        unknown = EXCLUDE  # as the job list
+
+    actor = fields.String(validate=validate.Length(min=1, max=64))
+    action = fields.String(validate=validate.Length(min=1, max=64))
+    target = fields.String(validate=validate.Length(min=1, max=255))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
+    cursor = fields.String(validate=validate.Length(min=1, max=500))
+
+
 # --- robot callbacks (CONTRACT §5): liberal about extra fields, strict about known ones ---
 
 

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from orchestrator import dispatch_control, lifecycle, tasks
+from orchestrator import audit, dispatch_control, lifecycle, tasks
 from orchestrator.config import Settings
 from orchestrator.db import connect, session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
@@ -37,13 +37,13 @@ class Orchestrator:
     def rendezvous(self) -> Rendezvous:
         return Rendezvous(get_redis(self.settings.redis_url, self.settings.redis_sentinel_master))
 
-    def cancel_job(self, job_id: str) -> None:
-        """Cancel a job (lifecycle.cancel), commit, stop its poller early, hand its slot on.
+    def cancel_job(self, job_id: str, actor: audit.Actor) -> None:
+        """Cancel a job (lifecycle.cancel, audited), commit, stop its poller, hand its slot on.
 
         Raises lifecycle.JobNotFound or lifecycle.TransitionRefused; nothing is committed then.
         """
         with self.session() as session:
-            lifecycle.cancel(session, job_id)
+            lifecycle.cancel(session, job_id, actor=actor)
             session.commit()
             moved = lifecycle.robots_moved(session)
         self.forget_waiter(job_id)
@@ -60,18 +60,30 @@ class Orchestrator:
             return dispatch_control.robot_states(session, self.settings)
 
     def pause_dispatch(
-        self, reason: str, until: datetime | None = None, robot: str | None = None
+        self,
+        reason: str,
+        until: datetime | None,
+        actor: audit.Actor,
+        robot: str | None = None,
     ) -> dispatch_control.DispatchState:
-        """Pause a robot's dispatching (None: every robot's) for every process; commit."""
+        """Pause a robot's dispatching (None: every robot's) for every process; commit.
+
+        The one call of the API and the dashboard, so both are audited alike (by ``actor``).
+        """
         with self.session() as session:
-            state = lifecycle.pause_dispatch(session, self.settings, reason, until, robot=robot)
+            state = lifecycle.pause_dispatch(
+                session, self.settings, reason, until, robot=robot, actor=actor
+            )
             session.commit()
         return state
 
-    def resume_dispatch(self, robot: str | None = None) -> dispatch_control.DispatchState:
-        """Resume a robot's dispatching (None: every robot's), commit, then hand off."""
+    def resume_dispatch(
+        self, actor: audit.Actor, robot: str | None = None
+    ) -> dispatch_control.DispatchState:
+        """Resume a robot's dispatching (None: every robot's; audited, by ``actor``), commit,
+        then start the jobs that may go."""
         with self.session() as session:
-            lifecycle.resume_dispatch(session, self.settings, robot)
+            lifecycle.resume_dispatch(session, self.settings, robot, actor=actor)
             session.commit()
         robots = None if robot is None else [robot]
         tasks.hand_off(self.celery, self.settings, slot_freed=False, robots=robots)

@@ -28,8 +28,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from orchestrator import dispatch_control, lifecycle, notifications, queries
+from orchestrator import audit, dispatch_control, lifecycle, notifications, queries
 from orchestrator.batchfile import Batch, api_errors, parse_batch
+from orchestrator.config import role_includes
 from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
     IdempotencyConflict,
@@ -43,7 +44,7 @@ from orchestrator.submission import (
 )
 from orchestrator.text import has_unsafe_characters
 
-from .. import bind_url_job, live
+from .. import access, bind_url_job, live
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -62,7 +63,6 @@ bp = Blueprint(
 PAGE_SIZE = 50
 JOB_STATUSES = [status.value for status in JobStatus]
 _SUBMISSION_ID = re.compile(r"^[0-9a-f]{32}$")
-_OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
 _submit_schema = SubmitSchema()
 _pause_schema = PauseSchema()
 QUEUE_SHOWN = 100
@@ -70,17 +70,35 @@ QUEUE_SHOWN = 100
 
 @bp.before_request
 def _guard() -> ResponseReturnValue | None:
-    """CSRF on every form post; a signed-in person for everything but login and static files."""
+    """CSRF on every form post; a signed-in person for everything but login and static files,
+    whose role allows the page or form (webapp.access: 403 and a ``denied`` entry if not)."""
     if request.method == "POST":
         login.check_csrf()
-    if request.endpoint in _OPEN_ENDPOINTS:
+    if request.endpoint in access.PUBLIC_ENDPOINTS:
         return None
-    if login.signed_in_user():
+    actor = login.signed_in_actor()
+    if actor is not None:
+        if not access.check(actor):
+            abort(403, f"{actor.name} ({actor.role}) may not do this")
         bind_url_job()  # signed in: the job its URL names may mark its log lines
         return None
     if request.endpoint and request.endpoint.startswith("dashboard.live_"):
         abort(401)  # the page's script reloads, which leads to the login page
     return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+
+
+def _actor() -> audit.Actor:
+    """Return the signed-in person, as the guard let them in."""
+    actor = login.signed_in_actor()
+    assert actor is not None  # the guard let no stranger through
+    return actor
+
+
+@bp.app_template_global()
+def may(role: str) -> bool:
+    """Tell a page whether the signed-in person's role includes ``role`` (its controls)."""
+    actor = login.signed_in_actor()
+    return actor is not None and role_includes(actor.role, role)
 
 
 @bp.app_template_global()
@@ -190,8 +208,11 @@ def login_view() -> ResponseReturnValue:
             except login.SessionStoreUnavailable:
                 return _login_page("Signing in needs Redis, which does not answer; retry.", 503)
             login.forget_failures(user)
+            _record_session("session.started", _actor(), found[0])
             return redirect(_safe_next(request.args.get("next")), 303)
         login.count_failure(user)
+        stranger = audit.Actor("anonymous", "none", request.remote_addr)
+        _record_session("session.refused", stranger, _name_tried(user), audit.DENIED)
         error, status = "Wrong token, or wrong user and password.", 401
     return _login_page(error, status)
 
@@ -202,9 +223,27 @@ def _login_page(error: str | None, status: int) -> tuple[str, int]:
     return page, status
 
 
+def _name_tried(user: str) -> str:
+    """The name a sign-in tried, for its entry; never a secret typed into the name field."""
+    name = user[:64]
+    secrets_ = orchestrator().settings.secrets()
+    if any(secret in name for secret in secrets_):
+        return "(a secret, not recorded)"
+    return name
+
+
+def _record_session(action: str, actor: audit.Actor, target: str, outcome: str = "ok") -> None:
+    """Write a sign-in, sign-out or refused sign-in entry (CONTRACT §12)."""
+    with orchestrator().session() as session:
+        audit.record(session, actor, action, target, outcome=outcome)
+        session.commit()
+
+
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    actor = _actor()
     login.sign_out()
+    _record_session("session.ended", actor, actor.name)
     flash("Signed out.")
     return redirect(url_for("dashboard.login"), 303)
 
@@ -317,6 +356,7 @@ def _job_context(job_id: str) -> dict[str, Any]:
         )
 
         notes, _ = notifications.page_of_notifications(session, None, 50, None, job_id=job_id)
+        entries, _ = audit.page_of_entries(session, 50, target=job_id)
     now = utcnow()
     order_ids = {item.id: item.order_id for item in items}
     return {
@@ -324,7 +364,7 @@ def _job_context(job_id: str) -> dict[str, Any]:
         "job": job,
         "items": items,
         "counts": counts,
-        "timeline": job_timeline(job, events, order_ids, now),
+        "timeline": job_timeline(job, events, order_ids, now, reversed(entries)),
         "open": job.status in OPEN_JOB_STATUSES,
         "now": now,
         "resubmitted_as": resubmitted_as,
@@ -363,7 +403,7 @@ def live_job_events(job_id: str) -> ResponseReturnValue:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        orchestrator().cancel_job(job_id)
+        orchestrator().cancel_job(job_id, _actor())
     except lifecycle.JobNotFound:
         abort(404, f"there is no job {job_id}")
     except lifecycle.TransitionRefused as exc:
@@ -393,6 +433,7 @@ def resubmit(job_id: str) -> ResponseReturnValue:
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-resubmit:{submission}",
             robot=request.form.get("robot") or None,
+            actor=_actor(),
         )
     except lifecycle.JobNotFound:
         abort(404, f"there is no job {job_id}")
@@ -456,7 +497,7 @@ def notifications_page() -> ResponseReturnValue:
 def redeliver(notification_id: str) -> ResponseReturnValue:
     with orchestrator().session() as session:
         try:
-            notifications.redeliver(session, notification_id)
+            notifications.redeliver(session, notification_id, actor=_actor())
         except notifications.NotificationNotFound:
             abort(404, f"there is no notification {notification_id}")
         if not notifications.enabled(session):
@@ -471,6 +512,46 @@ def redeliver(notification_id: str) -> ResponseReturnValue:
 
 
 _SAFE_BACK = re.compile(r"^/dashboard/(notifications|jobs/[0-9a-f-]{36})$")
+
+
+# --- the audit log (CONTRACT §12), for operate ---
+
+AUDIT_ACTIONS = [
+    "job.submitted",
+    "job.resubmitted",
+    "job.cancelled",
+    "dispatch.paused",
+    "dispatch.resumed",
+    "notification.redelivered",
+    "session.started",
+    "session.ended",
+    "session.refused",
+    "read",
+]
+
+
+@bp.get("/activity")
+def activity() -> ResponseReturnValue:
+    filters = {
+        name: request.args.get(name, "").strip()[:255] or None
+        for name in ("actor", "action", "target")
+    }
+    before = None
+    if request.args.get("before"):
+        try:
+            before = int(_cursor_serializer().loads(request.args["before"]))
+        except (BadSignature, ValueError, TypeError):
+            abort(404, "that page of the activity does not exist")
+    with orchestrator().session() as session:
+        entries, more = audit.page_of_entries(session, PAGE_SIZE, before, **filters)
+    older = _cursor_serializer().dumps(entries[-1].id) if more and entries else None
+    return render_template(
+        "dashboard/activity.html",
+        entries=entries,
+        filters=filters,
+        older=older,
+        actions=AUDIT_ACTIONS,
+    )
 
 
 # --- the robots: state, hours, capacity, queue, pause and resume (CONTRACT §7, §11) ---
@@ -577,7 +658,7 @@ def _pause(robot: str | None) -> ResponseReturnValue:
             for field, why in err.messages_dict.items()
         ]
         return _dispatch_page(problems, form, robot or "all")
-    orchestrator().pause_dispatch(data["reason"], data.get("until"), robot=robot)
+    orchestrator().pause_dispatch(data["reason"], data.get("until"), _actor(), robot=robot)
     until = data.get("until")
     ends = f" until {_when(until)}" if until else " until someone resumes it"
     which = (
@@ -590,7 +671,7 @@ def _pause(robot: str | None) -> ResponseReturnValue:
 
 
 def _resume(robot: str | None) -> ResponseReturnValue:
-    orchestrator().resume_dispatch(robot=robot)
+    orchestrator().resume_dispatch(_actor(), robot=robot)
     several = len(orchestrator().settings.robots) > 1
     which = f"Dispatching to {robot}" if robot and several else "Dispatching"
     flash(f"{which} resumed: waiting jobs go to the robot as slots free up.")
@@ -669,6 +750,7 @@ def _create(
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-form:{submission}",
             robot=robot,
+            actor=_actor(),
         )
     except IdempotencyConflict:
         problems = ["This form was already used for other orders; it is reset: submit again."]

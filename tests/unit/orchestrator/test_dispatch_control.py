@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from orchestrator import dispatch_control, housekeeping, lifecycle, queries
+from orchestrator import audit, dispatch_control, housekeeping, lifecycle, queries
 from orchestrator.db import connect, session_scope
 from orchestrator.models import Event, Item, Job
 from orchestrator.robot_events import HEARTBEAT, ITEM_STARTED, Outcome, apply_event
@@ -162,7 +162,7 @@ def test_concurrent_claims_never_exceed_the_limit(database_url, make_settings) -
         for job_id in jobs:
             with session_scope(database_url) as session:
                 if lifecycle.get_job(session, job_id).status == "pending":
-                    lifecycle.cancel(session, job_id)
+                    lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
 
 
 def test_hand_off_takes_the_first_parked_jobs_up_to_the_free_slots(
@@ -452,7 +452,8 @@ def test_queue_positions_follow_the_order_and_end_at_dispatch(database_url, make
     claim(database_url, high, settings)
     assert positions() == [3, 1, 2, None]
     with session_scope(database_url) as session:
-        lifecycle.cancel(session, old)  # a cancelled waiting job leaves the order
+        # a cancelled waiting job leaves the order
+        lifecycle.cancel(session, old, actor=audit.SYSTEM)
     assert positions() == [2, None, 1, None]
     with session_scope(database_url) as session:
         cancelled = session.scalars(select(Item.status).where(Item.job_id == old)).all()

@@ -13,6 +13,7 @@ import requests
 from sqlalchemy import select, text
 
 from orchestrator import (
+    audit,
     dispatch_control,
     housekeeping,
     lifecycle,
@@ -130,7 +131,9 @@ def test_a_blocked_robot_never_delays_the_other_robots_jobs(database_url, two, b
             assert claim(database_url, new_job(database_url, "a", age_seconds=n), settings)
     elif blocked == "paused":
         with session_scope(database_url) as session:
-            lifecycle.pause_dispatch(session, settings, "portal down", robot="a")
+            lifecycle.pause_dispatch(
+                session, settings, "portal down", robot="a", actor=audit.SYSTEM
+            )
     elif blocked == "failing":
         for n in range(3):
             job_id = new_job(database_url, "a", age_seconds=n)
@@ -169,13 +172,17 @@ def test_pause_and_resume_of_one_robot_and_of_all_notify_once_per_robot(database
     settings = two(notify_url="http://127.0.0.1:9/hooks", notify_secret=SECRET)
     notifications.init_outbox(settings, [].append)
     with session_scope(database_url) as session:
-        lifecycle.pause_dispatch(session, settings, "a's portal", robot="a")
+        lifecycle.pause_dispatch(session, settings, "a's portal", robot="a", actor=audit.SYSTEM)
     with session_scope(database_url) as session:
-        combined = lifecycle.pause_dispatch(session, settings, "everything")  # b newly paused
+        combined = lifecycle.pause_dispatch(
+            session, settings, "everything", actor=audit.SYSTEM
+        )  # b newly paused
     with session_scope(database_url) as session:
-        a_only = lifecycle.resume_dispatch(session, settings, "a")
+        a_only = lifecycle.resume_dispatch(session, settings, "a", actor=audit.SYSTEM)
     with session_scope(database_url) as session:
-        lifecycle.resume_dispatch(session, settings)  # b resumes; a was not paused
+        lifecycle.resume_dispatch(
+            session, settings, actor=audit.SYSTEM
+        )  # b resumes; a was not paused
     with session_scope(database_url) as session:
         sent = [
             (row.type, row.payload["name"], row.payload["paused"])
@@ -195,8 +202,10 @@ def test_a_timed_pause_ends_per_robot(database_url, two) -> None:
     settings = two()
     soon = datetime.now(UTC) + timedelta(seconds=60)
     with session_scope(database_url) as session:
-        lifecycle.pause_dispatch(session, settings, "short", soon, robot="a")
-        lifecycle.pause_dispatch(session, settings, "long", soon + timedelta(hours=1), robot="b")
+        lifecycle.pause_dispatch(session, settings, "short", soon, robot="a", actor=audit.SYSTEM)
+        lifecycle.pause_dispatch(
+            session, settings, "long", soon + timedelta(hours=1), robot="b", actor=audit.SYSTEM
+        )
     with session_scope(database_url) as session:
         session.execute(
             dispatch_control._control.update()
@@ -244,7 +253,7 @@ def test_the_combined_state_reads_every_robot(database_url, two) -> None:
     new_job(database_url, "a")
     new_job(database_url, "b")
     with session_scope(database_url) as session:
-        lifecycle.pause_dispatch(session, settings, "all", robot=None)
+        lifecycle.pause_dispatch(session, settings, "all", robot=None, actor=audit.SYSTEM)
     combined = robot_state(database_url, settings, None)
     assert (combined.paused, combined.max_active_jobs, combined.active_jobs) == (True, 3, 1)
     assert (combined.queued_jobs, combined.paused_reason) == (2, "all")

@@ -28,7 +28,7 @@ def signed(
     return {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(int(when.timestamp())),
-        "webhook-signature": Webhook(secret).sign(webhook_id, when, body.decode()),
+        "webhook-signature": Webhook(secret).sign(webhook_id, when, body),
     }
 
 
@@ -53,6 +53,18 @@ def test_secret_differs_per_job_and_per_master():
 
 def test_valid_signature_verifies():
     verify_callback((MASTER,), JOB, BODY, signed())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x80", b"\xff\xfe{\x00}\x00", b"caf\xe9", b"\x00"],
+    ids=["x80", "utf-16", "latin-1", "nul"],
+)
+def test_a_signature_over_any_bytes_verifies_even_when_they_are_not_utf8(body):
+    """CONTRACT §5: the HMAC is over the raw body; whether it is JSON is judged after."""
+    verify_callback((MASTER,), JOB, body, signed(body=body))
+    with pytest.raises(SignatureError):
+        verify_callback((MASTER,), JOB, body + b"\x80", signed(body=body))
 
 
 def test_case_insensitive_headers_as_flask_gives_them_verify():

@@ -50,7 +50,7 @@ class Robot:
 
     def headers(
         self,
-        body: str,
+        body: str | bytes,
         webhook_id: str | None = None,
         when: datetime | None = None,
         secret: str | None = None,
@@ -66,16 +66,19 @@ class Robot:
 
     def post(
         self,
-        event: dict[str, Any] | str,
+        event: dict[str, Any] | str | bytes,
         headers: dict[str, str] | None = None,
         job_id: str | None = None,
         **sign: Any,
     ):
-        body = event if isinstance(event, str) else json.dumps(event)
+        """Post ``event`` (bytes exactly as given), signed over the bytes sent."""
+        if not isinstance(event, bytes):
+            text = event if isinstance(event, str) else json.dumps(event)
+            event = text.encode("utf-8", "surrogatepass")
         return self.client.post(
             f"/api/robot/jobs/{job_id or self.job_id}/events",
-            data=body.encode("utf-8", "surrogatepass"),
-            headers=self.headers(body, **sign) if headers is None else headers,
+            data=event,
+            headers=self.headers(event, **sign) if headers is None else headers,
             content_type="application/json",
         )
 
@@ -313,6 +316,35 @@ def test_row4_malformed_json_is_400_and_changes_nothing(robot, raw):
     before = robot.snapshot()
     assert_error(robot.post(raw), 400, "malformed_json")
     assert robot.snapshot() == before
+
+
+HEARTBEAT = '{"type": "robot.heartbeat", "data": {"note": "\u00e9"}}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x80",
+        b'{"type": "robot.heartbeat", "data": {"note": "\xe9"}}',
+        HEARTBEAT.encode("utf-16"),
+        HEARTBEAT.encode("utf-16-le"),
+        HEARTBEAT.encode("utf-32"),
+    ],
+    ids=["lone-continuation-byte", "latin-1", "utf-16", "utf-16-without-bom", "utf-32"],
+)
+def test_row4_signed_bytes_that_are_not_utf8_are_400_and_change_nothing(robot, raw):
+    """The signature holds over the raw bytes (row 1 passes); bytes that are not UTF-8 are not
+    JSON, even when they would decode as another encoding's JSON."""
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    before = robot.snapshot()
+    assert_error(robot.post(raw), 400, "malformed_json")
+    assert robot.snapshot() == before
+
+
+def test_row4_a_leading_byte_order_mark_is_ignored(robot):
+    response = robot.post(b"\xef\xbb\xbf" + json.dumps(success(robot.item_ids[0])).encode())
+    assert response.status_code == 200, response.get_data(as_text=True)
 
 
 # --- row 5: unknown type, unknown itemId, bad field → 422, nothing ---
