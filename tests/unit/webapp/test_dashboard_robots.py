@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import submission
 from orchestrator.robots import DAYS, Hours, RobotSettings
 from webapp import library
 
+from ..conftest import API_TOKEN
 from .test_dashboard import csrf_of, form_page, post_batch, sign_in
 from .test_dashboard_resubmit import form_fields
 
@@ -52,11 +52,14 @@ def browser(robots_app):
 
 
 def submit(client, robot: str, count: int = 1) -> dict[str, Any]:
-    """Create a job for ``robot`` as the job API does; return it as the API shows it."""
-    state = client.application.extensions["orchestrator"]
+    """Submit a job for ``robot`` through the job API; return it."""
     orders = [{"orderId": f"ORD-{n}", "pedidoInput": {"n": n}} for n in range(count)]
-    job = submission.submit_job(state.settings, state.celery, orders, token="t", robot=robot)
-    return view(client, job.job.id)
+    answer = client.post("/api/jobs", json={"orders": orders, "robot": robot}, headers=AUTH)
+    assert answer.status_code == 202, answer.get_json()
+    return answer.get_json()
+
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def view(client, job_id: str) -> dict[str, Any]:
@@ -127,6 +130,8 @@ def test_pause_and_resume_one_robot_then_every_robot(browser):
     assert north.paused is False
     html = text(browser, "/dashboard/dispatch")
     assert "Dispatching to south paused until someone resumes it." in html
+    audited = browser.get("/api/audit?action=dispatch.paused", headers=AUTH).get_json()
+    assert [e["target"] for e in audited["entries"]] == ["south"]  # audited, for that robot
     banner = text(browser, "/dashboard/live/banner")  # on every page: one robot is paused
     assert 'data-paused-robots="south"' in banner and "portal maintenance" in banner
     assert 'id="resume-south"' in robot_section(html, "south")
@@ -203,7 +208,8 @@ def test_the_submit_form_asks_for_the_robot(browser):
 
 def test_a_failed_couriers_error_orders_go_to_another_robot(browser):
     job = submit(browser, "south", count=2)
-    browser.application.extensions["orchestrator"].cancel_job(job["id"])  # items error
+    cancelled = browser.post(f"/api/jobs/{job['id']}/cancel", headers=AUTH)
+    assert cancelled.status_code == 200  # never dispatched: its items are error
     page = text(browser, f"/dashboard/jobs/{job['id']}")
     assert re.search(r'<select name="robot" id="robot-errors">', page)
     assert re.search(r'<option value="south" selected>south</option>', page)

@@ -14,7 +14,7 @@ from webapp.library import (
     submit_job,
 )
 
-from ..conftest import unit_app
+from ..conftest import API_TOKEN, unit_app
 from .test_jobs import order
 from .test_jobs_resubmit import MIXED, finished_job, ids, stored_orders
 
@@ -101,7 +101,9 @@ def test_submit_job_with_one_robot_needs_no_robot(app):
 def test_resubmit_job_to_another_robot(two_robots, started):
     with two_robots.app_context():
         old = submit_job([order(1), order(2)], robot="south")
-    two_robots.extensions["orchestrator"].cancel_job(old["id"])  # never dispatched: error
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    cancelled = two_robots.test_client().post(f"/api/jobs/{old['id']}/cancel", headers=headers)
+    assert cancelled.status_code == 200  # never dispatched: its items are error
     with two_robots.app_context():
         with pytest.raises(ResubmitRefused) as refused:
             resubmit_job(old["id"], robot="nowhere")
