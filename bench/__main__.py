@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python -m bench [--quick] [--redis MODE] [--broker BROKER] [NAME ...]``.
 
+``--traces`` has ``web``, ``worker`` and ``beat`` export OpenTelemetry traces to a stand-in
+OTLP/HTTP collector (``bench/otlp_sink.py``); every JSON line says ``traces`` on or off.
+
 ``--broker rabbitmq`` runs every stack on a private RabbitMQ node (native delayed delivery,
 ``consumer_timeout`` 60 s); Redis stays the rendezvous. Every JSON line names its broker.
 
