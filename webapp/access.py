@@ -61,6 +61,8 @@ RULES: dict[str, Rule] = {
     "dashboard.cancel": Rule("operate", "job.cancelled", "job_id"),
     "dashboard.pause": Rule("operate", "dispatch.paused", "*"),
     "dashboard.resume": Rule("operate", "dispatch.resumed", "*"),
+    "dashboard.pause_robot": Rule("operate", "dispatch.paused", "name"),
+    "dashboard.resume_robot": Rule("operate", "dispatch.resumed", "name"),
     "dashboard.redeliver": Rule("operate", "notification.redelivered", "notification_id"),
     "dashboard.activity": Rule("operate"),
     # Signing out changes only the person's own session: any signed-in role.

@@ -38,6 +38,7 @@ from orchestrator.submission import (
     IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
+    UnknownRobot,
     resubmit_job,
     submit_job,
 )
@@ -107,10 +108,14 @@ def csrf_token() -> str:
 
 @bp.context_processor
 def _globals() -> dict[str, Any]:
+    robots = orchestrator().settings.robot_names
     return {
         "user": login.signed_in_user(),
         "statuses": JOB_STATUSES,
         "banner_state": _banner_state,
+        "banner_robots": _banner_robots,
+        "robot_names": robots,
+        "several": len(robots) > 1,
     }
 
 
@@ -126,6 +131,17 @@ def _banner_state() -> dispatch_control.DispatchState | None:
     except SQLAlchemyError:  # the page itself says what failed; the banner is left out
         log.warning("dashboard: the dispatch state could not be read", exc_info=True)
         return None
+
+
+def _banner_robots() -> list[dispatch_control.RobotState]:
+    """Return the paused robots, for the banner when some robots but not all are paused."""
+    if not login.signed_in_user():
+        return []
+    try:
+        return [robot for robot in orchestrator().robot_states() if robot.paused]
+    except SQLAlchemyError:
+        log.warning("dashboard: the robots' states could not be read", exc_info=True)
+        return []
 
 
 @bp.app_template_filter("when")
@@ -251,10 +267,16 @@ def _list_context() -> dict[str, Any]:
             after = (datetime.fromisoformat(created), str(job_id))
         except (BadSignature, ValueError, TypeError):
             abort(404, "that page of the job list does not exist")
+    settings = orchestrator().settings
+    robot = request.args.get("robot") or None
+    if robot is not None and settings.robot(robot) is None:
+        abort(404, f"there is no robot {robot!r}")
     with orchestrator().session() as session:
-        rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
-        totals = {status: count for status, count in rows}
-        jobs, more = queries.page_of_jobs(session, status, PAGE_SIZE, after)
+        by_status = select(Job.status, func.count()).group_by(Job.status)
+        if robot is not None:
+            by_status = by_status.where(Job.robot == robot)
+        totals = {status: count for status, count in session.execute(by_status)}
+        jobs, more = queries.page_of_jobs(session, status, PAGE_SIZE, after, robot=robot)
         counts = queries.item_counts(session, [job.id for job in jobs])
     older = None
     if more and jobs:
@@ -265,6 +287,7 @@ def _list_context() -> dict[str, Any]:
         "totals": totals,
         "all_jobs": sum(totals.values()),
         "status": status,
+        "robot": robot,
         "older": older,
         "before": before,
         "now": utcnow(),
@@ -409,6 +432,7 @@ def resubmit(job_id: str) -> ResponseReturnValue:
             request.form.get("confirm_unknown") == "yes",
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-resubmit:{submission}",
+            robot=request.form.get("robot") or None,
             actor=_actor(),
         )
     except lifecycle.JobNotFound:
@@ -425,12 +449,16 @@ def resubmit(job_id: str) -> ResponseReturnValue:
     except IdempotencyInProgress:
         flash("This resubmit is still being created; wait a moment.", "error")
         return back
+    except UnknownRobot as exc:
+        flash(f"Nothing was resubmitted. {_choose_one(exc)}", "error")
+        return back
     except IdempotencyJobDeleted:
         flash("This form's job was deleted since (retention); choose again.", "error")
         return back
     if result.created:
         count = len(result.job.items)
-        flash(f"Resubmitted {_orders(count)} of job {job_id[:8]} as this new job.")
+        to = f" for robot {result.job.robot}" if len(state.settings.robots) > 1 else ""
+        flash(f"Resubmitted {_orders(count)} of job {job_id[:8]} as this new job{to}.")
     else:
         flash("This form was submitted before: here is the job it created.")
     return redirect(url_for("dashboard.job_page", job_id=result.job.id), 303)
@@ -526,23 +554,60 @@ def activity() -> ResponseReturnValue:
     )
 
 
-# --- the robot: capacity, queue, pause and resume ---
+# --- the robots: state, hours, capacity, queue, pause and resume (CONTRACT §7, §11) ---
 
 
-def _dispatch_context() -> dict[str, Any]:
+@bp.app_template_global()
+def robot_suffix(name: str, several: bool) -> str:
+    """The suffix of a robot's element ids: none with one robot, ``-<name>`` with several."""
+    return f"-{name}" if several else ""
+
+
+def _robots_context() -> dict[str, Any]:
     state = orchestrator()
+    now = utcnow()
+    names = state.settings.robot_names
+    several = len(names) > 1
+    shown = []
     with state.session() as session:
-        current = dispatch_control.read_state(session, state.settings)
-        waiting = dispatch_control.queue(session, limit=QUEUE_SHOWN)
-    return {"state": current, "waiting": waiting, "now": utcnow()}
+        for name, robot in zip(
+            names, dispatch_control.robot_states(session, state.settings), strict=True
+        ):
+            shown.append(
+                {
+                    "name": name,
+                    "state": robot,
+                    "waiting": dispatch_control.queue(session, robot=name, limit=QUEUE_SHOWN),
+                    "hours": robot.hours,
+                    "timezone": robot.timezone,
+                    "open": robot.open,
+                    "next_open": robot.next_open_at,
+                    # One robot keeps the page's own routes; several: each robot's.
+                    "pause_url": url_for("dashboard.pause_robot", name=name)
+                    if several
+                    else url_for("dashboard.pause"),
+                    "resume_url": url_for("dashboard.resume_robot", name=name)
+                    if several
+                    else url_for("dashboard.resume"),
+                }
+            )
+    return {"robots": shown, "several": several, "now": now}
 
 
-def _dispatch_page(problems: list[str] | None = None, form: dict[str, str] | None = None) -> Any:
+def _dispatch_page(
+    problems: list[str] | None = None,
+    form: dict[str, str] | None = None,
+    form_robot: str | None = None,
+) -> Any:
+    context = _robots_context()
+    if not context["several"]:  # one robot: its form is the page's only one
+        form_robot = context["robots"][0]["name"]
     page = render_template(
         "dashboard/dispatch.html",
         problems=problems or [],
         form=form or {},
-        **_dispatch_context(),
+        form_robot=form_robot,
+        **context,
     )
     return page, 422 if problems else 200
 
@@ -554,7 +619,7 @@ def dispatch_page() -> ResponseReturnValue:
 
 @bp.get("/live/dispatch")
 def live_dispatch() -> ResponseReturnValue:
-    return render_template("dashboard/_dispatch_live.html", **_dispatch_context())
+    return render_template("dashboard/_dispatch_live.html", **_robots_context())
 
 
 @bp.get("/live/banner")
@@ -569,8 +634,14 @@ def _as_utc_text(value: str) -> str:
     return value
 
 
-@bp.post("/dispatch/pause")
-def pause() -> ResponseReturnValue:
+def _known_robot(name: str) -> str:
+    if orchestrator().settings.robot(name) is None:
+        abort(404, f"there is no robot {name}")
+    return name
+
+
+def _pause(robot: str | None) -> ResponseReturnValue:
+    """Pause one robot, or every robot (``None``), from the page's form."""
     form = {
         "reason": request.form.get("reason", "").strip(),
         "until": request.form.get("until", ""),
@@ -586,19 +657,45 @@ def pause() -> ResponseReturnValue:
             f"{names.get(field, field)}: {'; '.join(map(str, why))}"
             for field, why in err.messages_dict.items()
         ]
-        return _dispatch_page(problems, form)
-    orchestrator().pause_dispatch(data["reason"], data.get("until"), _actor())
+        return _dispatch_page(problems, form, robot or "all")
+    orchestrator().pause_dispatch(data["reason"], data.get("until"), _actor(), robot=robot)
     until = data.get("until")
     ends = f" until {_when(until)}" if until else " until someone resumes it"
-    flash(f"Dispatching paused{ends}. Active jobs go on; new jobs wait.")
+    which = (
+        f"Dispatching to {robot}"
+        if robot and len(orchestrator().settings.robots) > 1
+        else ("Dispatching")
+    )
+    flash(f"{which} paused{ends}. Active jobs go on; new jobs wait.")
     return redirect(url_for("dashboard.dispatch_page"), 303)
+
+
+def _resume(robot: str | None) -> ResponseReturnValue:
+    orchestrator().resume_dispatch(_actor(), robot=robot)
+    several = len(orchestrator().settings.robots) > 1
+    which = f"Dispatching to {robot}" if robot and several else "Dispatching"
+    flash(f"{which} resumed: waiting jobs go to the robot as slots free up.")
+    return redirect(url_for("dashboard.dispatch_page"), 303)
+
+
+@bp.post("/dispatch/pause")
+def pause() -> ResponseReturnValue:
+    return _pause(None)
 
 
 @bp.post("/dispatch/resume")
 def resume() -> ResponseReturnValue:
-    orchestrator().resume_dispatch(_actor())
-    flash("Dispatching resumed: waiting jobs go to the robot as slots free up.")
-    return redirect(url_for("dashboard.dispatch_page"), 303)
+    return _resume(None)
+
+
+@bp.post("/robots/<name>/pause")
+def pause_robot(name: str) -> ResponseReturnValue:
+    return _pause(_known_robot(name))
+
+
+@bp.post("/robots/<name>/resume")
+def resume_robot(name: str) -> ResponseReturnValue:
+    return _resume(_known_robot(name))
 
 
 # --- submit a batch ---
@@ -614,10 +711,11 @@ def submit() -> ResponseReturnValue:
     upload = request.files.get("file")
     data: bytes | str = upload.read() if upload is not None and upload.filename else b""
     text = request.form.get("text", "")
+    robot = request.form.get("robot") or None
     if data and text.strip():
-        return _submit_form(submission, text, ["Upload a file or paste text, not both."])
+        return _submit_form(submission, text, ["Upload a file or paste text, not both."], robot)
     if not data and not text.strip():
-        return _submit_form(submission, text, ["Choose a file or paste the orders."])
+        return _submit_form(submission, text, ["Choose a file or paste the orders."], robot)
     filename = upload.filename if data and upload is not None else None
     batch = parse_batch(data or text, filename)
     problems = [str(error) for error in batch.errors]
@@ -627,8 +725,8 @@ def submit() -> ResponseReturnValue:
     if not problems:
         problems, orders = _validate(batch)
     if problems:
-        return _submit_form(submission, text, problems)
-    return _create(submission, text, orders)
+        return _submit_form(submission, text, problems, robot)
+    return _create(submission, text, orders, robot)
 
 
 def _validate(batch: Batch) -> tuple[list[str], list[dict[str, Any]]]:
@@ -640,7 +738,9 @@ def _validate(batch: Batch) -> tuple[list[str], list[dict[str, Any]]]:
     return [], data["orders"]
 
 
-def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> ResponseReturnValue:
+def _create(
+    submission: str, text: str, orders: list[dict[str, Any]], robot: str | None
+) -> ResponseReturnValue:
     state = orchestrator()
     try:
         result = submit_job(
@@ -649,32 +749,46 @@ def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> Respons
             orders,
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-form:{submission}",
+            robot=robot,
             actor=_actor(),
         )
     except IdempotencyConflict:
         problems = ["This form was already used for other orders; it is reset: submit again."]
-        return _submit_form(uuid.uuid4().hex, text, problems)
+        return _submit_form(uuid.uuid4().hex, text, problems, robot)
     except IdempotencyInProgress:
-        return _submit_form(submission, text, ["This batch is still being created; wait."])
+        return _submit_form(submission, text, ["This batch is still being created; wait."], robot)
+    except UnknownRobot as exc:
+        return _submit_form(submission, text, [_choose_one(exc)], robot)
     except IdempotencyJobDeleted:
         problems = ["This form's job was deleted since (retention); it is reset: submit again."]
-        return _submit_form(uuid.uuid4().hex, text, problems)
+        return _submit_form(uuid.uuid4().hex, text, problems, robot)
     if result.created:
-        flash(f"Job submitted: {_orders(len(orders))}.")
+        to = f" for robot {result.job.robot}" if len(state.settings.robots) > 1 else ""
+        flash(f"Job submitted{to}: {_orders(len(orders))}.")
     else:
         flash("This form was submitted before: here is the job it created.")
     return redirect(url_for("dashboard.job_page", job_id=result.job.id), 303)
+
+
+def _choose_one(exc: UnknownRobot) -> str:
+    return f"Robot: choose one of {', '.join(exc.robots)}."
 
 
 def _orders(count: int) -> str:
     return f"{count} order" if count == 1 else f"{count} orders"
 
 
-def _submit_form(submission: str, text: str = "", problems: list[str] | None = None) -> Any:
+def _submit_form(
+    submission: str,
+    text: str = "",
+    problems: list[str] | None = None,
+    robot: str | None = None,
+) -> Any:
     page = render_template(
         "dashboard/submit.html",
         submission=submission,
         text=text,
+        chosen_robot=robot,
         problems=problems or [],
         limit=orchestrator().settings.max_batch_size,
     )
