@@ -1,9 +1,12 @@
 """Run the benchmarks: ``python -m bench [--quick] [--redis MODE] [--broker BROKER] [NAME ...]``.
 
+``--traces`` has ``web``, ``worker`` and ``beat`` export OpenTelemetry traces to a stand-in
+OTLP/HTTP collector (``bench/otlp_sink.py``); every JSON line says ``traces`` on or off.
+
 ``--broker rabbitmq`` runs every stack on a private RabbitMQ node (native delayed delivery,
 ``consumer_timeout`` 60 s); Redis stays the rendezvous. Every JSON line names its broker.
 
-Names: wake, free, throughput, callbacks, long, notifications, handoff, ten, stream (or the module
+Names: wake, free, throughput, callbacks, long, notifications, handoff, ten, stream, robots (or the
 names). No name runs them all, one after the other (the machine has two cores: they must not
 overlap). Every figure is a JSON line on stdout; progress goes to stderr. Exit status 1 if a
 benchmark broke (not if it missed its target: that is a figure, reported in its ``summary`` line).
@@ -29,6 +32,7 @@ BENCHES = {
     "notifications": "notifications",
     "handoff": "handoff",
     "ten": "ten_batches",
+    "robots": "robots",
     "stream": "stream",
 }
 

@@ -421,10 +421,11 @@ class Stack(processes.Stack):
         robot: str = "accept",
         processes: Sequence[str] = ("robot", "web", "worker", "beat"),
         robot_args: str = "",
+        robots: Sequence[str] = (),
         **env: str,
     ) -> None:
         super().__init__(
-            Path(tempfile.mkdtemp(prefix=f"bench-{name}-")), {}, free_port(), free_port()
+            Path(tempfile.mkdtemp(prefix=f"bench-{name}-")), {}, free_port(), free_port(), robots
         )
         self.name = name
         self.robot_mode = robot
@@ -495,6 +496,7 @@ class Stack(processes.Stack):
                 "RATE_LIMIT_API": "1000000/minute",
                 "RATE_LIMIT_CALLBACKS": "1000000/minute",
                 **broker_env,
+                **self.robots_env(ROBOT_TOKEN),
                 **self.extra_env,
             }
         )
@@ -517,15 +519,16 @@ class Stack(processes.Stack):
                 shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def command(self, name: str) -> tuple[str, dict[str, str]]:
-        if name == "robot":
+        if name == "robot" or name.startswith("robot-"):
+            port = self.simulator_port(name)
             if self.robot_mode == "simulator":
                 command = (
-                    f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
+                    f"python -m orchestrator.local.robot_simulator --port {port} "
                     f"--item-delay 0 --token {ROBOT_TOKEN} {self.robot_args}"
                 ).rstrip()
             else:
                 command = (
-                    f"python -m bench.responder --port {self.robot_port} --mode {self.robot_mode} "
+                    f"python -m bench.responder --port {port} --mode {self.robot_mode} "
                     f"{self.robot_args}"
                 ).rstrip()
             return command, self.env
@@ -558,15 +561,27 @@ class Stack(processes.Stack):
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {API_TOKEN}"}
 
-    def submit(self, items: int = 1, base: str | None = None, **pedido: Any) -> str:
+    def submit(
+        self,
+        items: int = 1,
+        base: str | None = None,
+        robot: str | None = None,
+        priority: int | None = None,
+        **pedido: Any,
+    ) -> str:
         run = uuid.uuid4().hex[:8]
         orders = [
             {"orderId": f"B-{run}-{n}", "pedidoInput": {"n": n, **pedido}} for n in range(items)
         ]
+        body: dict[str, Any] = {"orders": orders}
+        if robot is not None:
+            body["robot"] = robot
+        if priority is not None:
+            body["priority"] = priority
         for _attempt in range(20):
             answer = self.http().post(
                 f"{base or self.base}/api/jobs",
-                json={"orders": orders},
+                json=body,
                 headers=self.auth(),
                 timeout=30,
             )

@@ -1,9 +1,9 @@
 """The ``orchestrator`` command: a client of the job API, plus the demo, the system and the db.
 
-``submit``, ``status``, ``list``, ``cancel``, ``resubmit``, ``queue``, ``pause`` and ``resume``
-talk to the HTTP API only (so they work against a remote deployment): ``--url``/``--token``, or
-ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN. Every failure is one line on stderr and a non-zero exit:
-1 when the server or the job said no, 2 for a bad file or bad usage.
+``submit``, ``status``, ``list``, ``cancel``, ``resubmit``, ``queue``, ``robots``, ``pause`` and
+``resume`` talk to the HTTP API only (so they work against a remote deployment):
+``--url``/``--token``, or ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN. Every failure is one line on
+stderr and a non-zero exit: 1 when the server or the job said no, 2 for a bad file or bad usage.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import click
 import requests
 
 from . import event_stream
 from .batchfile import api_errors, parse_batch
+from .robots import DEFAULT_ROBOT
 
 FINAL = ("completed", "failed", "cancelled")
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -174,9 +175,15 @@ def main() -> None:
     type=click.IntRange(-100, 100),
     help="Place in the robot's queue: higher goes first (-100..100, server default 0).",
 )
+@click.option("--robot", help="The robot that must process the job (required with several).")
 @api_options
 def submit(
-    api: Api, file: Path, wait: bool, idempotency_key: str | None, priority: int | None
+    api: Api,
+    file: Path,
+    wait: bool,
+    idempotency_key: str | None,
+    priority: int | None,
+    robot: str | None,
 ) -> None:
     """Submit the orders in FILE (.csv or .json; - reads stdin) as one job."""
     name = "stdin" if str(file) == "-" else file.name
@@ -191,6 +198,8 @@ def submit(
     payload: dict[str, Any] = {"orders": batch.orders}
     if priority is not None:
         payload["priority"] = priority
+    if robot is not None:
+        payload["robot"] = robot
     status, body = api.call("POST", "/api/jobs", json=payload, headers=headers)
     if status == 422:
         lines = api_errors(batch, _details(body)) or [_message(body)]
@@ -206,9 +215,25 @@ def submit(
         _finish(_wait(api, body), exit_on_failure=True)
 
 
+def _field_lines(details: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    """Return one line per refused field among ``fields`` (e.g. an unknown robot)."""
+    lines = []
+    for field in fields:
+        why = details.get(field)
+        if why:
+            lines.append(f"{field}: {'; '.join(map(str, why)) if isinstance(why, list) else why}")
+    return lines
+
+
+def _robot_of(job: dict[str, Any]) -> str:
+    """Name the job's robot, unless it is the one robot of a single-robot deployment."""
+    robot = job.get("robot")
+    return f", robot {robot}" if robot and robot != DEFAULT_ROBOT else ""
+
+
 def _place(job: dict[str, Any]) -> str:
-    """Describe a job's priority and place in the robot's queue, when the server shows them."""
-    parts = []
+    """Describe a job's robot, priority and place in its robot's queue, as the server shows them."""
+    parts = [_robot_of(job).removeprefix(", ")] if _robot_of(job) else []
     if job.get("priority"):
         parts.append(f"priority {job['priority']}")
     if job.get("queuePosition") is not None:
@@ -254,7 +279,7 @@ def _show_job(job: dict[str, Any]) -> None:
         f"  {counts['total']} items: {counts['success']} success, {counts['error']} error, "
         f"{counts['unknown']} unknown, {counts['pending'] + counts['processing']} open"
     )
-    if job.get("priority") or job.get("queuePosition") is not None:
+    if _place(job):
         click.echo(f"  {_place(job).removeprefix(', ')}")
     for name in ("resubmitOf", "createdAt", "dispatchedAt", "deadline", "finishedAt"):
         if job.get(name):
@@ -300,25 +325,35 @@ def status(api: Api, job_id: str, as_json: bool, follow: bool) -> None:
 
 @main.command("list")
 @click.option("--status", "status_", type=click.Choice(STATUSES), help="Only jobs in this state.")
+@click.option("--robot", help="Only jobs of this robot.")
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @api_options
-def list_jobs(api: Api, status_: str | None, limit: int) -> None:
+def list_jobs(api: Api, status_: str | None, robot: str | None, limit: int) -> None:
     """List jobs, newest first."""
     params: dict[str, Any] = {"limit": limit}
     if status_:
         params["status"] = status_
+    if robot:
+        params["robot"] = robot
     status, body = api.call("GET", "/api/jobs", params=params)
+    if status == 422:
+        raise Failure("\n".join(_field_lines(_details(body), ("robot",)) or [_message(body)]), 2)
     if status != 200:
         raise Failure(f"cannot list jobs (HTTP {status}): {_message(body)}")
     jobs = body.get("jobs", [])
     if not jobs:
-        click.echo("no jobs" + (f" with status {status_}" if status_ else ""))
+        which = [f"status {status_}"] * bool(status_) + [f"robot {robot}"] * bool(robot)
+        click.echo("no jobs" + (f" with {' and '.join(which)}" if which else ""))
         return
-    click.echo(f"{'job':<36}  {'status':<10}  {'created':<25}  items  ok  err  unk")
+    width = max([5, *(len(job.get("robot") or "") for job in jobs)])
+    click.echo(
+        f"{'job':<36}  {'status':<10}  {'robot':<{width}}  {'created':<25}  items  ok  err  unk"
+    )
     for job in jobs:
         c = job["counts"]
         click.echo(
-            f"{job['id']:<36}  {job['status']:<10}  {job['createdAt']:<25}  "
+            f"{job['id']:<36}  {job['status']:<10}  {job.get('robot') or '':<{width}}  "
+            f"{job['createdAt']:<25}  "
             f"{c['total']:>5}  {c['success']:>2}  {c['error']:>3}  {c['unknown']:>3}"
         )
     if body.get("nextCursor"):
@@ -355,6 +390,7 @@ def cancel(api: Api, job_id: str) -> None:
     help="I checked the courier's portal: the unknown items named were not entered.",
 )
 @click.option("--idempotency-key", help="Make a retried resubmit return the first new job.")
+@click.option("--robot", help="Send the orders to this robot (default: the job's own robot).")
 @click.option("--wait", is_flag=True, help="Show progress until the new job is final.")
 @api_options
 def resubmit(
@@ -363,6 +399,7 @@ def resubmit(
     item_ids: tuple[str, ...],
     confirm_unknown: bool,
     idempotency_key: str | None,
+    robot: str | None,
     wait: bool,
 ) -> None:
     """Submit again the error items of finished job JOB_ID (or the --item ones) as a new job."""
@@ -371,6 +408,8 @@ def resubmit(
         body["itemIds"] = list(item_ids)
     if confirm_unknown:
         body["confirmUnknown"] = True
+    if robot is not None:
+        body["robot"] = robot
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     path = f"/api/jobs/{job_id}/resubmit"
     status, body = api.call("POST", path, json=body, headers=headers)
@@ -380,7 +419,7 @@ def resubmit(
         raise Failure(_message(body))
     if status == 422:
         details = _details(body).get("itemIds")
-        lines = [_message(body)]
+        lines = [_message(body), *_field_lines(_details(body), ("robot", "priority"))]
         if isinstance(details, dict):
             lines += [f"item {item}: {'; '.join(map(str, why))}" for item, why in details.items()]
         elif isinstance(details, list):
@@ -391,7 +430,8 @@ def resubmit(
     repeat = " (the same Idempotency-Key made it before)" if status == 200 else ""
     count = body["counts"]["total"]
     click.echo(
-        f"job {body['id']} {body['status']}: {count} orders, resubmitted from {job_id}{repeat}"
+        f"job {body['id']} {body['status']}: {count} orders, resubmitted from {job_id}"
+        f"{_robot_of(body)}{repeat}"
     )
     if wait:
         _finish(_wait(api, body), exit_on_failure=True)
@@ -402,7 +442,10 @@ def resubmit(
 
 def _dispatch_call(api: Api, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     """Call a dispatch-control route; return its state or raise the server's refusal."""
-    status, body = api.call(method, path, **kwargs)
+    return _dispatch_call_answer(*api.call(method, path, **kwargs))
+
+
+def _dispatch_call_answer(status: int, body: dict[str, Any]) -> dict[str, Any]:
     if status == 422:
         details = _details(body)
         lines = [
@@ -417,6 +460,9 @@ def _dispatch_call(api: Api, method: str, path: str, **kwargs: Any) -> dict[str,
 
 def _show_dispatch(state: dict[str, Any]) -> None:
     """Print the dispatch state: paused or not and why, capacity, queue length."""
+    if state.get("name"):
+        click.echo(f"robot {state['name']}")
+        _show_hours(state)
     if state.get("paused"):
         if state.get("pausedBy") == "failures":
             how = f"paused by itself after {state.get('failuresInARow')} failed dispatches in a row"
@@ -442,6 +488,28 @@ def _show_dispatch(state: dict[str, Any]) -> None:
     click.echo(f"waiting jobs: {state.get('queuedJobs')}")
     if not state.get("paused") and state.get("failuresInARow"):
         click.echo(f"failed dispatches in a row: {state['failuresInARow']}")
+
+
+def _show_hours(robot: dict[str, Any]) -> None:
+    if robot.get("hours"):
+        now = "open now" if robot.get("open") else f"closed; opens at {robot.get('nextOpenAt')}"
+        click.echo(f"hours: {robot['hours']} ({robot.get('timezone')}), {now}")
+    else:
+        click.echo("hours: any time")
+
+
+def _robot_path(robot: str | None, action: str) -> str:
+    """The route of a dispatch action: one robot's (CONTRACT §3 Robots), or every robot's."""
+    if robot is None:
+        return f"/api/dispatch/{action}"
+    return f"/api/robots/{quote(robot, safe='')}/{action}"
+
+
+def _robot_call(api: Api, robot: str | None, action: str, **kwargs: Any) -> dict[str, Any]:
+    status, body = api.call("POST", _robot_path(robot, action), **kwargs)
+    if status == 404 and robot is not None:
+        raise Failure(f"no robot {robot} at {api.shown_url} (see: orchestrator robots)", 2)
+    return _dispatch_call_answer(status, body)
 
 
 QUEUE_PAGES = 50  # pages of 200: the queue command reads at most 10,000 waiting jobs
@@ -497,23 +565,100 @@ def queue(api: Api, limit: int) -> None:
         click.echo(f"(showing the first {min(limit, len(jobs))} of {total} waiting jobs)")
 
 
+_robot_option = click.option(
+    "--robot", help="Only this robot (CONTRACT §11); default: every robot at once."
+)
+
+
 @main.command()
 @click.option("--reason", required=True, help="Why, for the people who see the pause (1-500).")
 @click.option("--until", help="Resume by itself at this ISO 8601 time, e.g. 2030-01-01T06:00:00Z.")
+@_robot_option
 @api_options
-def pause(api: Api, reason: str, until: str | None) -> None:
+def pause(api: Api, reason: str, until: str | None, robot: str | None) -> None:
     """Pause dispatching: active jobs go on, new jobs are accepted and wait."""
     body: dict[str, Any] = {"reason": reason}
     if until is not None:
         body["until"] = until
-    _show_dispatch(_dispatch_call(api, "POST", "/api/dispatch/pause", json=body))
+    _show_dispatch(_robot_call(api, robot, "pause", json=body))
 
 
 @main.command()
+@_robot_option
 @api_options
-def resume(api: Api) -> None:
+def resume(api: Api, robot: str | None) -> None:
     """Resume dispatching: waiting jobs go to the robot again."""
-    _show_dispatch(_dispatch_call(api, "POST", "/api/dispatch/resume"))
+    _show_dispatch(_robot_call(api, robot, "resume"))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@api_options
+def robots(api: Api, as_json: bool) -> None:
+    """Show each robot: dispatching or paused, its capacity, its queue and its hours."""
+    status, body = api.call("GET", "/api/robots")
+    if status != 200:
+        raise Failure(f"cannot read the robots (HTTP {status}): {_message(body)}")
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    rows = body.get("robots", [])
+    width = max([5, *(len(robot["name"]) for robot in rows)])
+    click.echo(f"{'robot':<{width}}  {'dispatching':<22}  {'active':>9}  {'waiting':>7}  hours")
+    for robot in rows:
+        if robot.get("paused"):
+            state = "paused (failures)" if robot.get("pausedBy") == "failures" else "paused"
+        else:
+            state = "running"
+        limit = robot.get("maxActiveJobs")
+        active = f"{robot['activeJobs']}/{limit if limit is not None else '-'}"
+        if robot.get("hours"):
+            opens = "open" if robot.get("open") else f"closed, opens {robot.get('nextOpenAt')}"
+            hours = f"{robot['hours']} ({robot.get('timezone')}): {opens}"
+        else:
+            hours = "any time"
+        click.echo(
+            f"{robot['name']:<{width}}  {state:<22}  {active:>9}  {robot['queuedJobs']:>7}  {hours}"
+        )
+        if robot.get("paused"):
+            until = robot.get("pausedUntil")
+            click.echo(
+                f"{'':<{width}}  reason: {robot.get('pausedReason')}"
+                + (f" (until {until})" if until else "")
+            )
+
+
+@main.command("audit")
+@click.option("--actor", help="Only entries by this name (exact).")
+@click.option("--action", help="Only this action, e.g. job.cancelled or read (exact).")
+@click.option("--target", help="Only entries about this job, robot (* for all) or name (exact).")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@api_options
+def audit_log(
+    api: Api, actor: str | None, action: str | None, target: str | None, limit: int
+) -> None:
+    """Show the audit log, newest first: who changed what, and what was refused (operate)."""
+    params: dict[str, Any] = {"limit": limit}
+    for name, value in (("actor", actor), ("action", action), ("target", target)):
+        if value:
+            params[name] = value
+    status, body = api.call("GET", "/api/audit", params=params)
+    if status == 403:
+        raise Failure(f"the audit log needs a token with the operate role: {_message(body)}")
+    if status != 200:
+        raise Failure(f"cannot read the audit log (HTTP {status}): {_message(body)}")
+    entries = body.get("entries", [])
+    if not entries:
+        click.echo("no audit entries" + (" match" if len(params) > 1 else ""))
+        return
+    click.echo(f"{'at':<32}  {'actor':<20}  {'action':<24}  {'outcome':<7}  target")
+    for entry in entries:
+        click.echo(
+            f"{entry['at']:<32}  {entry['actor']:<20}  {entry['action']:<24}  "
+            f"{entry['outcome']:<7}  {entry['target']}"
+        )
+    if body.get("nextCursor"):
+        click.echo(f"(more entries: raise --limit, up to 200; showing the newest {len(entries)})")
 
 
 # --- processes on this machine ---
@@ -557,6 +702,26 @@ def db_prune(days: float, dry_run: bool) -> None:
     rows = ", ".join(f"{count} {table}" for table, count in removed.items())
     tail = "" if dry_run else f" in {batches} batch{'es' if batches != 1 else ''}"
     click.echo(f"{verb} {rows} (jobs final for more than {days:g} days){tail}")
+
+
+@db.command("prune-audit")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete audit entries older than this many days (a float).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def db_prune_audit(days: float, dry_run: bool) -> None:
+    """Delete old audit entries (retention never does: this is the only way they go)."""
+    from .audit import prune
+    from .config import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    count = prune(settings.database_url, days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {count} audit entries older than {days:g} days")
 
 
 _redis_option = click.option(

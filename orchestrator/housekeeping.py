@@ -53,18 +53,27 @@ def jobs_to_settle(session: Session, limit: int = 500) -> list[str]:
 
 
 def silent_jobs(
-    session: Session, cutoff: datetime, dispatch_timeout_seconds: float, limit: int = 500
+    session: Session,
+    cutoff: datetime,
+    dispatch_timeout_seconds: float,
+    limit: int = 500,
+    *,
+    robot: str | None = None,
+    not_in: Sequence[str] = (),
 ) -> list[str]:
     """Return dispatched, unreported jobs from which no event arrived since ``cutoff``.
 
-    Not a job whose dispatch request may still be on its way (no answer recorded yet, and
+    Of one robot (``robot``), or of every robot not listed in ``not_in``. Not a job whose
+    dispatch request may still be on its way (no answer recorded yet, and
     the request's timeout not yet over): the robot cannot have spoken before it got the job.
     """
     last_sign_of_life = func.coalesce(Job.last_event_at, Job.dispatched_at)
     request_over = cutoff - timedelta(seconds=dispatch_timeout_seconds)
+    whose = Job.robot == robot if robot is not None else Job.robot.not_in(not_in)
     rows = session.scalars(
         select(Job.id)
         .where(
+            whose,
             Job.status == JobStatus.PROCESSING,
             Job.dispatched_at.is_not(None),
             Job.report.is_(None),

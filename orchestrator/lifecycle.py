@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.orm import Session
 
-from . import dispatch_control, live, metrics, notifications
+from . import audit, dispatch_control, live, metrics, notifications
 from .config import Settings
 from .models import (
     OPEN_JOB_STATUSES,
@@ -28,6 +28,7 @@ from .models import (
     UTCDateTime,
     utcnow,
 )
+from .robots import RobotSettings, variable_prefix
 from .signing import secret_fingerprint
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,12 @@ class TransitionRefused(Exception):
         self.status = status
 
 
-def compute_deadline(dispatched_at: datetime, item_count: int, settings: Settings) -> datetime:
-    """Return dispatch time + N * seconds per item + margin."""
-    seconds = item_count * settings.robot_seconds_per_item + settings.robot_deadline_margin_seconds
+def compute_deadline(
+    dispatched_at: datetime, item_count: int, settings: Settings | RobotSettings
+) -> datetime:
+    """Return dispatch time + N * seconds per item + margin (the robot's, or the unprefixed)."""
+    robot = settings if isinstance(settings, RobotSettings) else settings.unprefixed_robot("")
+    seconds = item_count * robot.seconds_per_item + robot.deadline_margin_seconds
     return dispatched_at + timedelta(seconds=seconds)
 
 
@@ -62,8 +66,10 @@ def create_job(
     priority: int = 0,
     *,
     resubmit_of: str | None = None,
+    robot: str = "default",
+    created_by: str | None = None,
 ) -> Job:
-    """Add a pending job with one pending item per order; the caller commits."""
+    """Add a pending job for ``robot`` with one pending item per order; the caller commits."""
     job = Job(
         id=new_id(),
         status=JobStatus.PENDING,
@@ -71,6 +77,8 @@ def create_job(
         created_at=utcnow(),
         priority=priority,
         resubmit_of=resubmit_of,
+        robot=robot,
+        created_by=created_by,
     )
     # Set as the job's collection, so the new job can be shown without reading it back.
     job.items = [
@@ -113,9 +121,9 @@ _MARK = (
     .values(marked_at=func.coalesce(_jobs.c.marked_at, bindparam("now", type_=UTCDateTime)))
 )
 _OPEN_DEADLINE = select(_jobs.c.deadline).where(_this_job, _open)
-_CLAIM_FACTS = select(_jobs.c.id, _jobs.c.item_count, _jobs.c.priority, _jobs.c.created_at).where(
-    _this_job
-)
+_CLAIM_FACTS = select(
+    _jobs.c.id, _jobs.c.item_count, _jobs.c.priority, _jobs.c.created_at, _jobs.c.robot
+).where(_this_job)
 _waiting = dispatch_control.WAITING
 _PARK = update(_jobs).where(_this_job, _waiting).values(parked_at=bindparam("now"))
 _CLAIM = (
@@ -160,6 +168,7 @@ _CLOSE = {
     .values(
         status=bindparam("new_status"), error=bindparam("new_error"), finished_at=bindparam("now")
     )
+    .returning(_jobs.c.robot)
     for guard, condition in (
         ("unreported", _jobs.c.report.is_(None)),
         ("reported", _jobs.c.report == bindparam("the_report")),
@@ -173,6 +182,25 @@ _CLOSE = {
     )
 }
 _DISPATCHED_AT = select(_jobs.c.dispatched_at).where(_this_job)
+_ROBOT_OF = select(_jobs.c.robot).where(_this_job)
+
+# Session.info entries a transaction leaves for the task that commits it (read after the
+# commit, never before): robots whose queue moved (a job of theirs closed), and robots a
+# claim found closed (their opening needs a hand-off armed).
+_MOVED = "orchestrator.robots_moved"
+_CLOSED = "orchestrator.robots_closed"
+
+
+def robots_moved(session: Session) -> set[str]:
+    """Return (and forget) the robots one of whose jobs this session closed."""
+    return session.info.pop(_MOVED, set())
+
+
+def robots_closed(session: Session) -> set[str]:
+    """Return (and forget) the robots this session's claims found outside their hours."""
+    return session.info.pop(_CLOSED, set())
+
+
 _SETTLE_ITEMS = (
     update(_items)
     .where(_items.c.job_id == bindparam("the_job"), _items.c.status.in_(UNREPORTED_ITEM_STATUSES))
@@ -203,6 +231,7 @@ class DispatchTicket:
     job_id: str
     deadline: datetime
     items: list[dict[str, Any]]
+    robot: str = "default"
 
 
 def claim_dispatch(session: Session, job_id: str, settings: Settings) -> DispatchTicket | None:
@@ -220,16 +249,22 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
     job = conn.execute(_CLAIM_FACTS, {"the_job": job_id}).first()
     if job is None:
         raise JobNotFound(job_id)
-    limited = settings.robot_max_active_jobs is not None
-    # Without a limit only the pause is read: claims need not wait for one another.
-    control = dispatch_control.lock(conn, shared=not limited)
+    robot = settings.robot(job.robot)
+    if robot is None:
+        _fail_unconfigured(session, job_id, job.robot)
+        return None
+    # Only this robot's row: two robots' claims never wait for each other. Without a limit
+    # only the pause is read: claims need not wait for one another.
+    control = dispatch_control.lock(conn, robot.name, shared=robot.max_active_jobs is None)
     now = utcnow()
-    why_wait = _why_wait(conn, control, job, settings)
+    why_wait = _why_wait(conn, control, job, robot, now)
     if why_wait is not None:
+        if not robot.is_open(now):
+            session.info.setdefault(_CLOSED, set()).add(robot.name)
         if conn.execute(_PARK, {"the_job": job_id, "now": now}).rowcount:
             log.info("job %s waits: %s", job_id, why_wait)
         return None
-    deadline = compute_deadline(now, job.item_count, settings)
+    deadline = compute_deadline(now, job.item_count, robot)
     # The master secret the robot's callbacks will be verified with, recorded before any
     # byte goes out: a robot may report before it answers the dispatch request (§9).
     claim = {
@@ -243,40 +278,56 @@ def claim_dispatch(session: Session, job_id: str, settings: Settings) -> Dispatc
     rows = sorted(conn.execute(_START_ITEMS, {"the_job": job_id, "now": now}).all())
     live.changed(session, job_id)
     items = [{"itemId": r.id, "orderId": r.order_id, "pedidoInput": r.pedido_input} for r in rows]
-    return DispatchTicket(job_id=job_id, deadline=deadline, items=items)
+    return DispatchTicket(job_id=job_id, deadline=deadline, items=items, robot=robot.name)
 
 
-def _why_wait(conn: Any, control: Any, job: Any, settings: Settings) -> str | None:
+def _why_wait(conn: Any, control: Any, job: Any, robot: RobotSettings, now: datetime) -> str | None:
     """Say why the job may not be dispatched now, or None when it may."""
     if control.paused:
-        return "dispatching is paused"
-    free = dispatch_control.free_slots(conn, settings)
+        return f"dispatching to robot {robot.name} is paused"
+    if not robot.is_open(now):
+        opens = robot.next_open(now)
+        return f"robot {robot.name} is closed ({robot.hours}); it opens at " + (
+            opens.isoformat() if opens else "no time"
+        )
+    free = dispatch_control.free_slots(conn, robot)
     if free is None:
         return None
     if free <= 0:
-        return f"the robot has {settings.robot_max_active_jobs} active jobs (the limit)"
+        return f"robot {robot.name} has {robot.max_active_jobs} active jobs (the limit)"
     if not dispatch_control.within_first(conn, job, free):
         return "other waiting jobs come first"
     return None
 
 
-def next_waiting(session: Session, settings: Settings) -> list[str]:
+def next_waiting(session: Session, settings: Settings, robot: str | None = None) -> list[str]:
     """Take the parked jobs that may start now; the caller commits, then starts their chains.
 
-    The hand-off after every transition that frees a slot (and housekeeping's safety net):
-    the first (free slots) waiting jobs in order, all of them without a limit, none while
-    paused. Only parked jobs are returned (their chains stopped); a job whose chain is still
-    on its way claims by itself. Under the control row's lock, so a claim that is parking a
-    job right now commits first and its job is seen here.
+    The hand-off after every transition that frees a slot (and housekeeping's safety net),
+    per robot (None: every configured robot, one after the other): the first (free slots)
+    waiting jobs in the robot's order, all of them without a limit, none while it is paused
+    or closed. Only parked jobs are returned (their chains stopped); a job whose chain is
+    still on its way claims by itself. Under the robot's control row's lock, so a claim
+    that is parking a job right now commits first and its job is seen here.
     """
-    conn = session.connection()
-    control = dispatch_control.lock(conn)
-    if control.paused:
+    if robot is None:
+        names = settings.robot_names
+        return [job for name in names for job in next_waiting(session, settings, name)]
+    config = settings.robot(robot)
+    if config is None:
         return []
-    free = dispatch_control.free_slots(conn, settings)
+    conn = session.connection()
+    control = dispatch_control.lock(conn, robot)
+    if control.paused or not config.is_open(utcnow()):
+        return []
+    free = dispatch_control.free_slots(conn, config)
     if free == 0:
         return []
-    window = select(_jobs.c.id).where(_waiting).order_by(*dispatch_control.QUEUE_ORDER)
+    window = (
+        select(_jobs.c.id)
+        .where(_jobs.c.robot == robot, _waiting)
+        .order_by(_jobs.c.robot, *dispatch_control.QUEUE_ORDER)
+    )
     # Without a limit every parked job may go; with one, only the first (free) in order.
     window = window.where(_jobs.c.parked_at.is_not(None)) if free is None else window.limit(free)
     job_ids = list(conn.scalars(window))
@@ -298,9 +349,12 @@ def record_dispatch_result(session: Session, job_id: str, result: str) -> None:
     session.connection().execute(_RECORD_RESULT, {"the_job": job_id, "new_result": result})
 
 
-def record_dispatch_accepted(session: Session, job_id: str) -> None:
-    """Remember an accepted dispatch; the failures in a row start again from 0."""
-    dispatch_control.reset_failures(session.connection())
+def record_dispatch_accepted(session: Session, job_id: str, robot: str | None = None) -> None:
+    """Remember an accepted dispatch; the robot's failures in a row start again from 0."""
+    conn = session.connection()
+    if robot is None:
+        robot = conn.scalar(_ROBOT_OF, {"the_job": job_id}) or "default"
+    dispatch_control.reset_failures(conn, robot)
     record_dispatch_result(session, job_id, "accepted")
 
 
@@ -310,38 +364,96 @@ def pause_dispatch(
     reason: str,
     until: datetime | None = None,
     by: str = dispatch_control.PAUSED_BY_API,
+    robot: str | None = None,
+    *,
+    actor: audit.Actor,
+    target: str | None = None,
 ) -> dispatch_control.DispatchState:
-    """Pause dispatching (again: new reason and end); a new pause is notified. Caller commits.
+    """Pause a robot's dispatching (None: every robot's); a new pause is notified per robot.
 
-    Every change of the pause passes here or through ``fail_dispatch`` and ``resume_if_due``,
-    so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8) are written in its transaction.
+    Again: new reason and end. Returns the robot's state, or with None the combined state
+    (CONTRACT §3). Every change of a pause passes here or through ``fail_dispatch`` and
+    ``resume_if_due``, so ``dispatch.paused``/``dispatch.resumed`` (CONTRACT §8, one per
+    robot, its state with its name) and the audit entry (§12, by ``actor``, for ``target``:
+    the robot's name, or ``*`` for all) are written in its transaction. The caller commits.
     """
-    was = dispatch_control.lock(session.connection())
-    state = dispatch_control.pause(session, settings, reason, until, by)
-    if not was.paused:  # a new reason or end for a pause is no new pause
-        notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
+    names = settings.robot_names if robot is None else (robot,)
+    was_paused = False
+    state: dispatch_control.DispatchState | None = None
+    for name in names:
+        was = dispatch_control.lock(session.connection(), name)
+        was_paused = was_paused or bool(was.paused)
+        state = dispatch_control.pause(session, settings, reason, until, by, name)
+        if not was.paused:  # a new reason or end for a pause is no new pause
+            notifications.record(session, notifications.DISPATCH_PAUSED, state.as_json())
+    details = {"reason": reason, "until": until.isoformat() if until else None}
+    audit.record(
+        session,
+        actor,
+        "dispatch.paused",
+        target or robot or "*",
+        {**details, "wasPaused": was_paused},
+    )
+    if robot is None or state is None:
+        return dispatch_control.read_state(session, settings)
     return state
 
 
-def resume_dispatch(session: Session, settings: Settings) -> dispatch_control.DispatchState:
-    """Resume dispatching; notified when it was paused. The caller commits, then hands off."""
-    was = dispatch_control.lock(session.connection())
-    state = dispatch_control.resume(session, settings)
-    if was.paused:
-        notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
+def resume_dispatch(
+    session: Session,
+    settings: Settings,
+    robot: str | None = None,
+    *,
+    actor: audit.Actor,
+    target: str | None = None,
+) -> dispatch_control.DispatchState:
+    """Resume a robot's dispatching (None: every robot's); notified per robot that was paused.
+
+    Every resume asked for is audited, also of a robot that was not paused (``wasPaused``).
+    The caller commits, then hands off.
+    """
+    names = settings.robot_names if robot is None else (robot,)
+    was_paused = False
+    state: dispatch_control.DispatchState | None = None
+    for name in names:
+        was = dispatch_control.lock(session.connection(), name)
+        was_paused = was_paused or bool(was.paused)
+        state = dispatch_control.resume(session, settings, name)
+        if was.paused:
+            notifications.record(session, notifications.DISPATCH_RESUMED, state.as_json())
+    audit.record(
+        session, actor, "dispatch.resumed", target or robot or "*", {"wasPaused": was_paused}
+    )
+    if robot is None or state is None:
+        return dispatch_control.read_state(session, settings)
     return state
 
 
 def resume_if_due(session: Session, settings: Settings) -> bool:
-    """End a pause whose ``until`` has passed, notified; True when it did. The caller commits."""
-    if not dispatch_control.resume_if_due(session):
-        return False
-    _notify_dispatch(session, settings, notifications.DISPATCH_RESUMED)
-    return True
+    """End every robot's pause whose ``until`` has passed, notified; True when one ended.
+
+    The caller commits.
+    """
+    resumed = False
+    for name in settings.robot_names:
+        if dispatch_control.resume_if_due(session, name):
+            _notify_dispatch(session, settings, notifications.DISPATCH_RESUMED, name)
+            details = {"why": "until passed"}
+            audit.record(
+                session, audit.SYSTEM, "dispatch.resumed", _target(settings, name), details
+            )
+            resumed = True
+    return resumed
 
 
-def _notify_dispatch(session: Session, settings: Settings, kind: str) -> None:
-    state = dispatch_control.read_state(session, settings)
+def _target(settings: Settings, robot: str) -> str:
+    """The audit target of the orchestrator's own pause or resume of a robot: ``*`` (every
+    robot) when it is the only one."""
+    return "*" if len(settings.robots) == 1 else robot
+
+
+def _notify_dispatch(session: Session, settings: Settings, kind: str, robot: str) -> None:
+    state = dispatch_control.read_state(session, settings, robot)
     notifications.record(session, kind, state.as_json())
 
 
@@ -360,8 +472,15 @@ def fail_dispatch(
     """
     result = "ambiguous" if robot_may_have_it else "refused"
     refused_this_job = status_code is not None and 400 <= status_code < 500
-    if dispatch_control.count_failure(session, settings, reason, counts=not refused_this_job):
-        _notify_dispatch(session, settings, notifications.DISPATCH_PAUSED)
+    robot = session.connection().scalar(_ROBOT_OF, {"the_job": job_id}) or "default"
+    if dispatch_control.count_failure(
+        session, settings, reason, counts=not refused_this_job, robot=robot
+    ):
+        _notify_dispatch(session, settings, notifications.DISPATCH_PAUSED, robot)
+        threshold = settings.robot_or_fallback(robot).pause_after_failures
+        why = {"reason": reason, "failuresInARow": threshold}
+        target = _target(settings, robot)
+        audit.record(session, audit.SYSTEM, "dispatch.paused", target, {**why, "jobId": job_id})
     record_dispatch_result(session, job_id, result)
     failure = Failure(reason, robot_may_have_it=robot_may_have_it, kind=result)
     return finalize(session, job_id, failure)
@@ -409,9 +528,10 @@ def _close(
         elif silent_since is not None:
             guard = "silent"
     params.update(the_report=report, the_cutoff=silent_since)
-    closed = conn.execute(_CLOSE[guard], params).rowcount
-    if not closed:
+    robot = conn.execute(_CLOSE[guard], params).scalar()
+    if robot is None:
         return None
+    session.info.setdefault(_MOVED, set()).add(robot)
     if item_status is None:
         began = conn.scalar(_DISPATCHED_AT, {"the_job": job_id}) is not None
         item_status = ItemStatus.UNKNOWN if began else ItemStatus.ERROR
@@ -499,13 +619,19 @@ def finalize(session: Session, job_id: str, failure: Failure | None = None) -> s
     return None
 
 
-def silence_failure(settings: Settings) -> Failure | None:
-    """The failure of a dispatched job the robot has been silent about; None when off (§7)."""
-    seconds = settings.robot_silence_timeout_seconds
+def silence_failure(settings: Settings, robot: RobotSettings | None = None) -> Failure | None:
+    """The failure of a dispatched job the robot has been silent about; None when off (§7).
+
+    ``robot``: that robot's timeout (CONTRACT §11); else the unprefixed one.
+    """
+    seconds = (robot or settings.unprefixed_robot("")).silence_timeout_seconds
     if seconds is None:
         return None
+    variable = "ROBOT_SILENCE_TIMEOUT_SECONDS"
+    if robot is not None and settings.several_robots and settings.robot(robot.name):
+        variable = f"{variable_prefix(robot.name)}SILENCE_TIMEOUT_SECONDS"
     return Failure(
-        f"the robot sent nothing for {seconds:g} seconds (ROBOT_SILENCE_TIMEOUT_SECONDS); "
+        f"the robot sent nothing for {seconds:g} seconds ({variable}); "
         "check the portal before resubmitting",
         robot_may_have_it=True,
         kind="silence",
@@ -513,8 +639,11 @@ def silence_failure(settings: Settings) -> Failure | None:
     )
 
 
-def cancel(session: Session, job_id: str) -> Job:
-    """Cancel an open job; unreported items become unknown if dispatch began, else error."""
+def cancel(session: Session, job_id: str, *, actor: audit.Actor) -> Job:
+    """Cancel an open job; unreported items become unknown if dispatch began, else error.
+
+    Audited as ``job.cancelled`` by ``actor`` in the same transaction (CONTRACT §12).
+    """
     get_job(session, job_id)
     # The dispatch time is read under the row lock the close holds: a dispatch claim either
     # committed before us (dispatched_at set) or will find the job closed.
@@ -523,4 +652,32 @@ def cancel(session: Session, job_id: str) -> Job:
     )
     if not cancelled:
         raise TransitionRefused(job_id, get_job(session, job_id).status, "cancelled")
+    audit.record(session, actor, "job.cancelled", job_id)
     return get_job(session, job_id)
+
+
+def _fail_unconfigured(session: Session, job_id: str, robot: str) -> str | None:
+    """Fail a waiting job whose robot is no longer configured (CONTRACT §11): items ``error``."""
+    return finalize(
+        session,
+        job_id,
+        Failure(
+            f"robot {robot} is no longer configured (not in ROBOTS); "
+            "the job was never dispatched: resubmit it to another robot",
+            robot_may_have_it=None,  # decided under the row lock: never dispatched → error
+            kind="refused",
+        ),
+    )
+
+
+def fail_unconfigured(session: Session, settings: Settings, limit: int = 500) -> list[str]:
+    """Fail the waiting jobs of robots no longer configured; return their ids (housekeeping).
+
+    Their dispatched jobs are left alone: they settle as any other (CONTRACT §11).
+    """
+    rows = session.execute(
+        select(_jobs.c.id, _jobs.c.robot)
+        .where(_waiting, _jobs.c.robot.not_in(settings.robot_names))
+        .limit(limit)
+    ).all()
+    return [row.id for row in rows if _fail_unconfigured(session, row.id, row.robot) is not None]

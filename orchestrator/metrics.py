@@ -18,8 +18,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cache
 from typing import Any
 
@@ -218,10 +219,13 @@ class JobCounts:
     active: int
     queued: int
 
+    # Per robot (CONTRACT §3): (active, queued) of every robot that has open jobs.
+    by_robot: dict[str, tuple[int, int]] = dataclass_field(default_factory=dict)
+
 
 _dispatched = Job.dispatched_at.is_not(None)
-_COUNTS = select(Job.status, _dispatched.label("dispatched"), func.count()).group_by(
-    Job.status, _dispatched
+_COUNTS = select(Job.status, _dispatched.label("dispatched"), Job.robot, func.count()).group_by(
+    Job.status, _dispatched, Job.robot
 )
 
 
@@ -229,21 +233,27 @@ def _job_counts(conn: Any) -> JobCounts:
     """Jobs by status; open jobs dispatched (active, CONTRACT §7) and not yet (queued)."""
     by_status = {status.value: 0 for status in JobStatus}
     active = queued = 0
-    for status, dispatched, count in conn.execute(_COUNTS):
+    by_robot: dict[str, tuple[int, int]] = {}
+    for status, dispatched, robot, count in conn.execute(_COUNTS):
         by_status[status] = by_status.get(status, 0) + count
         if status in OPEN_JOB_STATUSES:
+            robot_active, robot_queued = by_robot.get(robot, (0, 0))
             if dispatched:
                 active += count
+                robot_active += count
             else:
                 queued += count
-    return JobCounts(by_status, active, queued)
+                robot_queued += count
+            by_robot[robot] = (robot_active, robot_queued)
+    return JobCounts(by_status, active, queued, by_robot)
 
 
 class DatabaseCollector:
     """The gauges that describe the database, read from it at each scrape."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, settings: Any = None) -> None:
         self.database_url = database_url
+        self.settings = settings  # the configured robots, for the per-robot gauges
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -254,7 +264,7 @@ class DatabaseCollector:
 
         with connect(self.database_url) as conn:
             counts = _job_counts(conn)
-            paused = dispatch_control.is_paused(conn)
+            paused_robots = dispatch_control.paused_robots(conn)
             outbox = notifications.status_counts(conn)
         jobs = GaugeMetricFamily("orchestrator_jobs", "Jobs now in each status", labels=["status"])
         for status, count in counts.by_status.items():
@@ -268,15 +278,54 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "orchestrator_queued_jobs", "Open jobs waiting for their dispatch", value=counts.queued
         )
+        names = self.settings.robot_names if self.settings is not None else ("default",)
+        # Every robot paused: dispatching as a whole is (as GET /api/dispatch's ``paused``).
+        paused = all(name in paused_robots for name in names)
         yield GaugeMetricFamily(
-            "orchestrator_dispatch_paused", "1 while dispatching is paused", value=int(paused)
+            "orchestrator_dispatch_paused",
+            "1 while dispatching is paused (every robot)",
+            value=int(paused),
         )
+        yield from _robot_gauges(self.settings, names, counts, paused_robots)
         kept = GaugeMetricFamily(
             "orchestrator_notifications", "Notifications in each status", labels=["status"]
         )
         for status, count in outbox.items():
             kept.add_metric([status], count)
         yield kept
+
+
+def _robot_gauges(
+    settings: Any, names: Sequence[str], counts: JobCounts, paused: set[str]
+) -> Iterator[Any]:
+    """One series per configured robot: its active and queued jobs, paused and open."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from .models import utcnow
+
+    families = {
+        "active": GaugeMetricFamily(
+            "orchestrator_robot_active_jobs", "The robot's active jobs", labels=["robot"]
+        ),
+        "queued": GaugeMetricFamily(
+            "orchestrator_robot_queued_jobs", "The robot's waiting jobs", labels=["robot"]
+        ),
+        "paused": GaugeMetricFamily(
+            "orchestrator_robot_paused", "1 while the robot is paused", labels=["robot"]
+        ),
+        "open": GaugeMetricFamily(
+            "orchestrator_robot_open", "1 while the robot's hours are open", labels=["robot"]
+        ),
+    }
+    now = utcnow()
+    for name in names:
+        active, queued = counts.by_robot.get(name, (0, 0))
+        robot = settings.robot(name) if settings is not None else None
+        families["active"].add_metric([name], active)
+        families["queued"].add_metric([name], queued)
+        families["paused"].add_metric([name], int(name in paused))
+        families["open"].add_metric([name], int(robot is None or robot.is_open(now)))
+    yield from families.values()
 
 
 def _registry(own: Callable[[], Any], *extra: Any) -> Any:
@@ -296,11 +345,15 @@ def _registry(own: Callable[[], Any], *extra: Any) -> Any:
     return registry
 
 
-def web_exposition(database_url: str) -> tuple[bytes, str]:
-    """Render the web app's metrics (every web process's, and the database's gauges)."""
+def web_exposition(database_url: str, settings: Any = None) -> tuple[bytes, str]:
+    """Render the web app's metrics (every web process's, and the database's gauges).
+
+    ``settings``: the configured robots, one series each; without, the one ``default``.
+    """
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return generate_latest(_registry(_web, DatabaseCollector(database_url))), CONTENT_TYPE_LATEST
+    collector = DatabaseCollector(database_url, settings)
+    return generate_latest(_registry(_web, collector)), CONTENT_TYPE_LATEST
 
 
 def serve_worker_metrics(port: int) -> tuple[Any, Any]:

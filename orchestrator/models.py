@@ -1,5 +1,5 @@
-"""Database tables: jobs, their items, robot events, idempotency keys, notifications and the
-one-row dispatch control (pause, failures in a row)."""
+"""Database tables: jobs, their items, robot events, idempotency keys, notifications, the
+dispatch control (one row per robot: pause, failures in a row) and the audit log."""
 
 from __future__ import annotations
 
@@ -114,6 +114,8 @@ class Job(Base):
     # Set when a dispatch claim found no free slot (or a pause) and the chain stopped: the
     # hand-off re-sends only such jobs, never a chain that is still on its way.
     parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The robot that must process the job (CONTRACT §11); ``default`` with one robot.
+    robot: Mapped[str] = mapped_column(String(40), default="default", server_default="default")
     # The W3C traceparent of the submit request's span (traces on): later work joins or links
     # to the job's trace from it (orchestrator.tracing). NULL with traces off.
     trace_parent: Mapped[str | None] = mapped_column(String(55))
@@ -121,6 +123,9 @@ class Job(Base):
     # never the secret): its callbacks verify with that one only (CONTRACT §9). NULL for a
     # job not yet claimed, and for jobs claimed before the column existed.
     callback_key: Mapped[str | None] = mapped_column(String(16))
+    # The name of the API token (or dashboard user) that submitted it (CONTRACT §12); NULL
+    # for jobs submitted before names were recorded.
+    created_by: Mapped[str | None] = mapped_column(String(64))
 
     items: Mapped[list[Item]] = relationship(back_populates="job", order_by="Item.position")
 
@@ -130,12 +135,13 @@ class Job(Base):
     )
 
 
-# The dispatch order of waiting jobs, on the waiting jobs only: the claim's window and
-# every queuePosition are one range scan of it (the predicate is a literal, no parameter,
-# so both engines use the partial index for any query that repeats it).
+# Each robot's dispatch order of waiting jobs, on the waiting jobs only: the claim's window
+# and every queuePosition are one range scan of it within the robot (the predicate is a
+# literal, no parameter, so both engines use the partial index for any query that repeats it).
 _waiting = Job.dispatched_at.is_(None)
 Index(
-    "ix_jobs_queue",
+    "ix_jobs_robot_queue",
+    Job.robot,
     Job.priority.desc(),
     Job.created_at,
     Job.id,
@@ -143,14 +149,23 @@ Index(
     postgresql_where=_waiting,
     sqlite_where=_waiting,
 )
+# Each robot's active jobs (dispatched, open): the claim counts them under the robot's lock.
+_dispatched = Job.dispatched_at.is_not(None)
+Index(
+    "ix_jobs_robot_active",
+    Job.robot,
+    Job.status,
+    postgresql_where=_dispatched,
+    sqlite_where=_dispatched,
+)
 
 
 class DispatchControl(Base):
-    """The one row (id 1) every dispatch claim locks: pause state and failures in a row."""
+    """One row per robot, which that robot's dispatch claims lock: pause, failures in a row."""
 
     __tablename__ = "dispatch_control"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    robot: Mapped[str] = mapped_column(String(40), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     paused_reason: Mapped[str | None] = mapped_column(Text)
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -244,4 +259,31 @@ class Notification(Base):
 
     __table_args__ = (
         Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+
+class AuditEntry(Base):
+    """Who changed what, or was refused (CONTRACT §12); written in the change's transaction.
+
+    No foreign keys: an entry outlives the job or notification it names (retention, §9).
+    """
+
+    __tablename__ = "audit_entries"
+
+    # Newest first is by id: entries are paged by it, as notifications by ``seq``.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    outcome: Mapped[str] = mapped_column(String(8))  # ok | denied
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_audit_entries_actor_id", "actor", "id"),
+        Index("ix_audit_entries_action_id", "action", "id"),
+        Index("ix_audit_entries_target_id", "target", "id"),
+        Index("ix_audit_entries_at", "at"),
     )

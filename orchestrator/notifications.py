@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from . import queries, tracing
+from . import audit, queries, tracing
 from .config import Settings
 from .db import configure_sessions, session_scope
 from .models import Notification, NotificationStatus, utcnow
@@ -391,11 +391,11 @@ class NotificationNotFound(LookupError):
     """No notification has this id."""
 
 
-def redeliver(session: Session, notification_id: str) -> None:
+def redeliver(session: Session, notification_id: str, *, actor: audit.Actor) -> None:
     """Make a notification pending and due now, whatever its status; same ``webhook-id``.
 
     Its retries start over: NOTIFY_GIVE_UP_SECONDS counts from now. Delivery is enqueued
-    after the caller's commit.
+    after the caller's commit, which also commits its audit entry (by ``actor``).
     """
     if "\x00" in notification_id:
         raise NotificationNotFound(notification_id)
@@ -413,6 +413,7 @@ def redeliver(session: Session, notification_id: str) -> None:
     ).first()
     if row is None:
         raise NotificationNotFound(notification_id)
+    audit.record(session, actor, "notification.redelivered", notification_id)
     _deliver_after_commit(session, row.job_id)
 
 

@@ -26,6 +26,8 @@ _JOB_SHOWN = select(
     _jobs.c.finished_at,
     _jobs.c.priority,
     _jobs.c.resubmit_of,
+    _jobs.c.robot,
+    _jobs.c.created_by,
 ).where(_jobs.c.id == bindparam("the_job"))
 _ITEMS_SHOWN = (
     select(
@@ -78,6 +80,8 @@ def job_dict(
         "priority": _field(job, "priority"),
         "queuePosition": queue_position,
         "resubmitOf": _field(job, "resubmit_of"),
+        "robot": _field(job, "robot"),
+        "createdBy": _field(job, "created_by"),
         "counts": counts,
     }
     if items is not None:
@@ -106,12 +110,16 @@ def job_view(conn: Connection, job_id: str) -> dict[str, Any] | None:
 def queue_position(conn: Connection, job: Any) -> int | None:
     """Return a waiting job's 1-based place in the dispatch order; None once dispatched or final.
 
-    ``job`` is a Job or a row with id, status, dispatched_at, priority and created_at.
+    ``job`` is a Job or a row with id, status, dispatched_at, priority, created_at and robot.
     """
     if _field(job, "status") not in OPEN_JOB_STATUSES or _field(job, "dispatched_at") is not None:
         return None
     return dispatch_control.position_of(
-        conn, _field(job, "id"), _field(job, "priority"), _field(job, "created_at")
+        conn,
+        _field(job, "id"),
+        _field(job, "priority"),
+        _field(job, "created_at"),
+        _field(job, "robot"),
     )
 
 
@@ -147,12 +155,18 @@ def job_items(session: Session, job_id: str) -> list[Item]:
 
 
 def page_of_jobs(
-    session: Session, status: str | None, limit: int, after: tuple[datetime, str] | None
+    session: Session,
+    status: str | None,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    robot: str | None = None,
 ) -> tuple[list[Job], bool]:
     """Return up to ``limit`` jobs newest first, after a (created_at, id) position."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     if status:
         query = query.where(Job.status == status)
+    if robot:
+        query = query.where(Job.robot == robot)
     if after is not None:
         created, job_id = after
         query = query.where(

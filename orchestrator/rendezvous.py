@@ -115,6 +115,10 @@ def wake_key(job_id: str) -> str:
     return f"orchestrator:job:{job_id}:woken"
 
 
+def opening_key(robot: str, opens_at: int) -> str:
+    return f"orchestrator:robot:{robot}:opening:{opens_at}"
+
+
 class Rendezvous:
     """Keys and messages that tell a waiting job its batch was reported."""
 
@@ -165,6 +169,14 @@ class Rendezvous:
     def claim_wake(self, job_id: str) -> bool:
         """Let exactly one listener (of all workers) act on a report announcement."""
         return bool(self.redis.set(wake_key(job_id), "1", nx=True, ex=3600))
+
+    def claim_opening(self, robot: str, opens_at: int, ttl: int) -> bool:
+        """Let one process arm the hand-off of a robot's opening at ``opens_at`` (Unix s)."""
+        return bool(self.redis.set(opening_key(robot, opens_at), "1", nx=True, ex=max(ttl, 1)))
+
+    def release_opening(self, robot: str, opens_at: int) -> None:
+        """Give the opening up again (its hand-off could not be enqueued)."""
+        self.redis.delete(opening_key(robot, opens_at))
 
     def forget(self, job_id: str) -> None:
         """Drop a finished job's keys: any poll still scheduled finds its token stale."""

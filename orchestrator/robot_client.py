@@ -63,14 +63,15 @@ def dispatch(
     ticket: DispatchTicket, settings: Settings, session: requests.Session | None = None
 ) -> DispatchAccepted:
     """Send the job to the robot once; raise DispatchRefused or DispatchAmbiguous on failure."""
+    robot = settings.robot_or_fallback(ticket.robot)  # the job's robot (CONTRACT §11)
     headers = {"Content-Type": "application/json", "Idempotency-Key": ticket.job_id}
-    if settings.robot_api_token:
-        headers["Authorization"] = f"Bearer {settings.robot_api_token}"
+    if robot.api_token:
+        headers["Authorization"] = f"Bearer {robot.api_token}"
     body = json.dumps(build_payload(ticket, settings), separators=(",", ":"))
-    timeout = settings.robot_dispatch_timeout_seconds
+    timeout = robot.dispatch_timeout_seconds
     http = session or requests.Session()
-    url = f"{settings.robot_url}/api/v1/jobs"
-    where = _host(settings.robot_url)
+    url = f"{robot.url}/api/v1/jobs"
+    where = _host(robot.url)
     try:
         # A followed 307/308 would send the body again: a second dispatch.
         response = http.post(

@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import lifecycle, queries, tracing
+from . import audit, lifecycle, queries, tracing
 from .config import Settings
 from .db import session_factory
 from .logs import job_context
@@ -62,16 +62,29 @@ def submit_job(
     idempotency_key: str | None = None,
     body_digest: str | None = None,
     resubmit_of: str | None = None,
+    resubmitted_items: Sequence[str] = (),
     priority: int = 0,
+    robot: str | None = None,
+    actor: audit.Actor,
 ) -> Submitted:
     """Create a job for validated orders and enqueue its chain after the commit.
 
     With an ``idempotency_key`` (scoped to ``token``) a repeat returns the first job and
-    starts nothing; the same key with a different body raises IdempotencyConflict.
-    ``resubmit_of`` names the job the orders come from (resubmit_job).
+    starts nothing, and leaves no audit entry (it changes nothing); the same key with a
+    different body raises IdempotencyConflict. ``resubmit_of`` names the job the orders come
+    from, ``resubmitted_items`` its items (resubmit_job). The job is created by ``actor``:
+    its ``createdBy``, and its ``job.submitted`` (or ``job.resubmitted``) entry, committed
+    with it (CONTRACT §12). ``robot`` is the job's robot
+    (CONTRACT §11): None only with one robot configured, which it then gets; raises
+    UnknownRobot for a name not configured (or None with several robots).
     """
+    robot = choose_robot(settings, robot)
     digest = body_digest or request_digest(
-        {"orders": list(orders), **({"priority": priority} if priority else {})}
+        {
+            "orders": list(orders),
+            **({"priority": priority} if priority else {}),
+            **({"robot": robot} if len(settings.robots) > 1 else {}),
+        }
     )
     token_digest = _digest(token)
     session = session_factory(settings.database_url)()
@@ -80,7 +93,20 @@ def submit_job(
             earlier = _earlier(session, token_digest, idempotency_key, digest)
             if earlier is not None:
                 return Submitted(earlier, created=False)
-        job = lifecycle.create_job(session, orders, priority=priority, resubmit_of=resubmit_of)
+        job = lifecycle.create_job(
+            session,
+            orders,
+            priority=priority,
+            resubmit_of=resubmit_of,
+            created_by=actor.name,
+            robot=robot,
+        )
+        if resubmit_of is None:
+            details = {"orders": len(orders), "priority": priority}
+            audit.record(session, actor, "job.submitted", job.id, details)
+        else:
+            details = {"jobId": job.id, "itemIds": list(resubmitted_items), "priority": priority}
+            audit.record(session, actor, "job.resubmitted", resubmit_of, details)
         # The submit request's span is the root of the job's trace (None with traces off).
         job.trace_parent = tracing.current_traceparent()
         if idempotency_key is not None:
@@ -113,6 +139,27 @@ def submit_job(
         with job_context(job.id):
             log.exception("job %s committed but its chain could not be enqueued", job.id)
     return Submitted(job, created=True)
+
+
+class UnknownRobot(ValueError):
+    """The job's robot is missing (with several robots) or not configured (CONTRACT §11)."""
+
+    def __init__(self, message: str, robots: Sequence[str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.robots = tuple(robots)
+
+
+def choose_robot(settings: Settings, robot: str | None) -> str:
+    """Return the job's robot: the one given if configured, else the only one; or refuse."""
+    names = settings.robot_names
+    if robot is None:
+        if len(names) == 1:
+            return names[0]
+        raise UnknownRobot(f"robot is required: one of {', '.join(names)}", names)
+    if settings.robot(robot) is None:
+        raise UnknownRobot(f"unknown robot; one of {', '.join(names)}", names)
+    return robot
 
 
 def _earlier(session: Any, token_digest: str, key: str, digest: str) -> Job | None:
@@ -171,10 +218,14 @@ def resubmit_job(
     token: str = "",
     idempotency_key: str | None = None,
     body_digest: str | None = None,
+    robot: str | None = None,
+    actor: audit.Actor,
 ) -> Submitted:
     """Create a new job from items of a finished job, through submit_job (CONTRACT §3).
 
-    Without ``item_ids``, every item in ``error``. Raises lifecycle.JobNotFound,
+    ``robot``: the new job's robot, by default the old job's (UnknownRobot when that one is
+    no longer configured, or the one given is not). Without ``item_ids``, every item in
+    ``error``. Raises lifecycle.JobNotFound,
     JobNotFinal, ResubmitRefused (an item in success, in unknown without
     ``confirm_unknown``, not the job's, or nothing to resubmit) and submit_job's
     idempotency errors. A repeat with the same key returns the first new job, whatever
@@ -188,11 +239,14 @@ def resubmit_job(
             {"itemIds": [f"must name 1 to {limit} items (MAX_BATCH_SIZE)"]},
             "validation_failed",
         )
-    request = {
+    request: dict[str, Any] = {
         "itemIds": None if item_ids is None else list(item_ids),
         "confirmUnknown": confirm_unknown,
         "priority": priority,
     }
+    if robot is not None:
+        request["robot"] = robot
+        choose_robot(settings, robot)  # refused before anything is read
     digest = body_digest or resubmit_digest(job_id, request)
     session = session_factory(settings.database_url)()
     try:
@@ -206,6 +260,7 @@ def resubmit_job(
         if job.status not in FINAL_JOB_STATUSES:
             raise JobNotFinal(job_id, job.status)
         items = queries.job_items(session, job_id)
+        robot = choose_robot(settings, robot or job.robot)
     finally:
         session.close()
     chosen = choose_items(items, item_ids, confirm_unknown)
@@ -226,7 +281,10 @@ def resubmit_job(
             idempotency_key=idempotency_key,
             body_digest=digest,
             resubmit_of=job_id,
+            resubmitted_items=[item.id for item in chosen],
             priority=priority,
+            robot=robot,
+            actor=actor,
         )
     except (IntegrityError, IdempotencyInProgress):
         # The old job deleted (retention) since it was read: resubmit_of names no job.

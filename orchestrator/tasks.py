@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, Task, current_app, shared_task
@@ -25,6 +26,7 @@ from . import housekeeping, lifecycle, metrics, notifications, robot_client, tra
 from .config import Settings
 from .db import session_scope
 from .logs import job_context
+from .models import utcnow
 from .rendezvous import Rendezvous, get_redis
 
 log = logging.getLogger(__name__)
@@ -101,24 +103,35 @@ def enqueue_delivery(app: Celery, job_id: str | None) -> None:
     app.send_task("orchestrator.deliver_notifications", args=(job_id,))
 
 
-def hand_off(app: Celery, settings: Settings, *, slot_freed: bool = True) -> list[str]:
+def hand_off(
+    app: Celery,
+    settings: Settings,
+    *,
+    slot_freed: bool = True,
+    robots: Iterable[str] | None = None,
+) -> list[str]:
     """Start the parked jobs that the free slots let go now; return their ids (CONTRACT §7).
 
     Called after the commit of every transition that can free a slot or move the queue
-    (a job finalized or cancelled, dispatching resumed: ``slot_freed=False``) and by every
-    housekeeping run, the safety net for a process that died between such a commit and this
-    call. A chain sent twice is harmless: the dispatch claim is a compare-and-set. Without
-    a limit a freed slot starts nothing (only a pause parks jobs, and the resume hands them
-    off), so a finalize then costs no transaction.
+    (a job finalized or cancelled, dispatching resumed or a robot opening:
+    ``slot_freed=False``) and by every housekeeping run, the safety net for a process that
+    died between such a commit and this call. Per robot (``robots``: the ones whose queue
+    moved; None: every configured robot), each in its own transaction under its own lock.
+    A chain sent twice is harmless: the dispatch claim is a compare-and-set. Without a
+    limit a freed slot starts nothing (only a pause or closed hours park jobs, and the
+    resume or the opening hands them off), so a finalize then costs no transaction.
     """
-    if slot_freed and settings.robot_max_active_jobs is None:
-        return []
-    try:
-        with session_scope(settings.database_url) as session:
-            job_ids = lifecycle.next_waiting(session, settings)
-    except SQLAlchemyError as exc:
-        log.warning("hand-off skipped (%s); housekeeping hands off", type(exc).__name__)
-        return []
+    names = settings.robot_names if robots is None else sorted(robots)
+    job_ids: list[str] = []
+    for name in names:
+        robot = settings.robot(name)
+        if robot is None or (slot_freed and robot.max_active_jobs is None):
+            continue
+        try:
+            with session_scope(settings.database_url) as session:
+                job_ids += lifecycle.next_waiting(session, settings, name)
+        except SQLAlchemyError as exc:
+            log.warning("hand-off skipped (%s); housekeeping hands off", type(exc).__name__)
     for job_id in job_ids:
         try:
             with tracing.job_span("hand-off", job_id, database_url=settings.database_url):
@@ -128,6 +141,57 @@ def hand_off(app: Celery, settings: Settings, *, slot_freed: bool = True) -> lis
     if job_ids:
         log.info("hand-off: started %d waiting jobs", len(job_ids))
     return job_ids
+
+
+def arm_opening(app: Celery, settings: Settings, robot: str) -> float | None:
+    """Make sure a hand-off runs when a closed robot opens; return its time (Unix s) or None.
+
+    One countdown per robot and opening, whoever asks (claims that park a job because the
+    robot is closed, and every housekeeping run): a Redis ``SET NX`` de-duplicates them. The
+    broker holds the countdown (``open_robot`` re-arms itself in steps no longer than the
+    broker allows), so the first waiting job goes within seconds of the opening (§11).
+    """
+    config = settings.robot(robot)
+    if config is None:
+        return None
+    opens = config.next_open(utcnow())
+    if opens is None:
+        return None
+    opens_at = opens.timestamp()
+    wait = max(opens_at - time.time(), 0.0)
+    try:
+        rendezvous = _rendezvous(settings)
+        if not rendezvous.claim_opening(robot, int(opens_at), int(wait) + 3600):
+            return opens_at  # armed already
+        try:
+            _send_opening(app, settings, robot, opens_at)
+        except Exception:
+            rendezvous.release_opening(robot, int(opens_at))
+            raise
+    except Exception as exc:  # Redis or the broker: housekeeping arms it again, and hands off
+        log.warning("robot %s: its opening could not be armed (%s)", robot, exc)
+        return None
+    log.info("robot %s is closed; a hand-off is armed for %s", robot, opens.isoformat())
+    return opens_at
+
+
+def _send_opening(app: Celery, settings: Settings, robot: str, opens_at: float) -> None:
+    wait = max(opens_at - time.time(), 0.0)
+    app.send_task(
+        "orchestrator.open_robot",
+        args=(robot, opens_at),
+        countdown=whole_seconds(min(wait, settings.wait_poll_max_seconds)),
+    )
+
+
+@shared_task(name="orchestrator.open_robot")
+def open_robot(robot: str, opens_at: float) -> None:
+    """Hand a robot's waiting jobs on at its opening; before it, wait again (re-armed)."""
+    settings = _settings()
+    if time.time() < opens_at:
+        _send_opening(current_app, settings, robot, opens_at)
+        return
+    hand_off(current_app, settings, slot_freed=False, robots=[robot])
 
 
 @shared_task(name="orchestrator.mark_processing", bind=True)
@@ -148,6 +212,8 @@ def dispatch(self: Task, job_id: str) -> None:
         ticket = lifecycle.claim_dispatch(session, job_id, settings)
     if ticket is None:
         log.info("job %s: not dispatched now (waiting, claimed before or closed)", job_id)
+        for robot in lifecycle.robots_closed(session):
+            arm_opening(current_app, settings, robot)
         _stop_chain(self)
         return
     try:
@@ -159,12 +225,12 @@ def dispatch(self: Task, job_id: str) -> None:
             lifecycle.fail_dispatch(
                 session, settings, job_id, str(exc), exc.robot_may_have_it, exc.status_code
             )
-        hand_off(current_app, settings)
+        hand_off(current_app, settings, robots=[ticket.robot])
         raise
     metrics.count_dispatch("accepted")
     try:
         with session_scope(settings.database_url) as session:
-            lifecycle.record_dispatch_accepted(session, job_id)
+            lifecycle.record_dispatch_accepted(session, job_id, ticket.robot)
     except SQLAlchemyError:
         # The robot has the job: a missing note must not fail it.
         log.warning("job %s: accepted by the robot, but the note could not be saved", job_id)
@@ -239,13 +305,14 @@ def close_job(
     """
     with session_scope(settings.database_url) as session:
         status = lifecycle.finalize(session, job_id, failure)
+    moved = lifecycle.robots_moved(session)
     if status is not None:
         try:
             _rendezvous(settings).forget(job_id)
         except RedisError:
             log.warning("job %s: could not drop its Redis keys (they expire anyway)", job_id)
         if then_hand_off:
-            hand_off(app, settings)
+            hand_off(app, settings, robots=moved)
     return status
 
 
@@ -320,19 +387,34 @@ def run_housekeeping() -> dict[str, int]:
         if closed:
             settled += 1
             metrics.count_settled()
-    silence = lifecycle.silence_failure(settings)
     silent = 0
-    if silence is not None and silence.silent_since is not None:
+    # Each robot's silence timeout; the robots no longer configured, the unprefixed one.
+    for robot in (*settings.robots, None):
+        silence = lifecycle.silence_failure(settings, robot)
+        if silence is None or silence.silent_since is None:
+            continue
+        timeout = (robot or settings.unprefixed_robot("")).dispatch_timeout_seconds
         with session_scope(settings.database_url) as session:
             quiet = housekeeping.silent_jobs(
-                session, silence.silent_since, settings.robot_dispatch_timeout_seconds
+                session,
+                silence.silent_since,
+                timeout,
+                robot=robot.name if robot is not None else None,
+                not_in=settings.robot_names,
             )
         for job_id in quiet:
             with job_context(job_id), _housekeeping_span("settle silent", job_id, settings):
                 if close_job(app, settings, job_id, silence, then_hand_off=False) is not None:
                     silent += 1
     with session_scope(settings.database_url) as session:
+        unconfigured = lifecycle.fail_unconfigured(session, settings)
+    for job_id in unconfigured:
+        log.warning("job %s failed: its robot is no longer configured", job_id)
+    with session_scope(settings.database_url) as session:
         resumed = lifecycle.resume_if_due(session, settings)
+    for robot in settings.robots:
+        if robot.hours is not None and not robot.is_open(utcnow()):
+            arm_opening(app, settings, robot.name)
     with session_scope(settings.database_url) as session:
         stalled = housekeeping.claim_stalled(session, settings.rekick_after_seconds)
         purged = housekeeping.purge_idempotency_keys(session)
@@ -357,19 +439,20 @@ def run_housekeeping() -> dict[str, int]:
         )
         deleted = pruned.get("jobs", 0)
         metrics.count_pruned(deleted)
-    if settled or silent or stalled or handed or resumed or deleted:
+    if settled or silent or stalled or handed or resumed or deleted or unconfigured:
         log.info(
-            "housekeeping: settled %d jobs (%d silent), restarted %d, handed off %d, "
-            "deleted %d past retention%s",
-            settled + silent,
+            "housekeeping: settled %d jobs (%d silent, %d of robots no longer configured), "
+            "restarted %d, handed off %d, deleted %d past retention%s",
+            settled + silent + len(unconfigured),
             silent,
+            len(unconfigured),
             len(stalled),
             len(handed),
             deleted,
             ", resumed dispatching" if resumed else "",
         )
     return {
-        "settled": settled + silent,
+        "settled": settled + silent + len(unconfigured),
         "silent": silent,
         "restarted": len(stalled),
         "handedOff": len(handed),

@@ -26,7 +26,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     from orchestrator.celery_app import create_celery
     from orchestrator.config import Settings, load_settings, settings_from_mapping
 
-    from . import dashboard, errors, live, openapi, security
+    from . import access, dashboard, errors, live, openapi, security
     from .state import Orchestrator
 
     if isinstance(config, Settings):
@@ -47,15 +47,18 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     app.session_interface = dashboard.DashboardSessions()  # no cookie session under /api/
     security.init_app(app)  # rate limits and secure headers
     openapi.init_app(app)  # GET /openapi.json
+    access.check_rules(app)  # a state-changing route without a role rule stops here
     return app
 
 
 def init_api(app: Flask) -> None:
-    """Register the job, dispatch, notification and metrics APIs, the callbacks and health."""
-    from . import callbacks, dispatch, health, jobs, metrics, notifications
+    """Register the job, dispatch, robot, notification, audit and metrics APIs, callbacks."""
+    from . import audit, callbacks, dispatch, health, jobs, metrics, notifications, robots
 
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(dispatch.bp)
+    app.register_blueprint(robots.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(health.bp)

@@ -1,19 +1,21 @@
-"""Dispatch control (CONTRACT §3, §7): read the state, pause and resume dispatching."""
+"""Dispatch control (CONTRACT §3, §7, §11): read the state, pause and resume every robot."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
-from .auth import require_token
+from .access import guard_api, request_actor
 from .errors import ApiError
 from .jobs import parse_json_body
 from .schemas import PauseSchema
 from .state import orchestrator
 
 bp = Blueprint("dispatch", __name__, url_prefix="/api/dispatch")
-bp.before_request(require_token)
+bp.before_request(guard_api)
 
 _pause_schema = PauseSchema()
 
@@ -23,22 +25,27 @@ def read() -> ResponseReturnValue:
     return jsonify(orchestrator().dispatch_state().as_json())
 
 
-@bp.post("/pause")
-def pause() -> ResponseReturnValue:
+def pause_request() -> dict[str, Any]:
+    """Return the validated pause body (reason, until), or raise the 4xx with the envelope."""
     body = parse_json_body()
     if not isinstance(body, dict):
         raise ApiError(
             422, "the body must be a JSON object", details={"_schema": ["not an object"]}
         )
     try:
-        data = _pause_schema.load(body)
+        return _pause_schema.load(body)
     except ValidationError as err:
         raise ApiError(422, "the request failed validation", details=err.messages_dict) from None
-    state = orchestrator().pause_dispatch(data["reason"], data.get("until"))
+
+
+@bp.post("/pause")
+def pause() -> ResponseReturnValue:
+    data = pause_request()
+    state = orchestrator().pause_dispatch(data["reason"], data.get("until"), request_actor())
     return jsonify(state.as_json())
 
 
 @bp.post("/resume")
 def resume() -> ResponseReturnValue:
     # No body is needed; any body is ignored.
-    return jsonify(orchestrator().resume_dispatch().as_json())
+    return jsonify(orchestrator().resume_dispatch(request_actor()).as_json())

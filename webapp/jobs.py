@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
 
 from orchestrator import lifecycle, queries
@@ -20,6 +19,8 @@ from orchestrator.submission import (
     JobNotFinal,
     ResubmitRefused,
     Submitted,
+    UnknownRobot,
+    choose_robot,
     request_digest,
     resubmit_digest,
     resubmit_job,
@@ -27,14 +28,15 @@ from orchestrator.submission import (
 )
 
 from . import bind_url_job, live
-from .auth import require_token
+from .access import guard_api, request_actor
 from .errors import ApiError
 from .jsonbody import loads_strict
+from .paging import dump_cursor, load_cursor
 from .schemas import ListQuerySchema, ResubmitSchema, SubmitSchema
 from .state import orchestrator
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
-bp.before_request(require_token)
+bp.before_request(guard_api)
 bp.before_request(bind_url_job)  # after the token is checked
 
 _submit_schema = SubmitSchema()
@@ -71,6 +73,19 @@ def _require_object(body: Any) -> dict[str, Any]:
             422, "the body must be a JSON object", details={"_schema": ["not an object"]}
         )
     return body
+
+
+def unknown_robot(exc: UnknownRobot) -> ApiError:
+    """The 422 of a missing or unknown robot, naming the field (CONTRACT §3)."""
+    return ApiError(422, exc.message, details={"robot": [exc.message]})
+
+
+def _robot(name: str | None) -> str:
+    """Return the job's robot (given, or the only one), or raise the 422 naming ``robot``."""
+    try:
+        return choose_robot(orchestrator().settings, name)
+    except UnknownRobot as exc:
+        raise unknown_robot(exc) from None
 
 
 @contextmanager
@@ -138,6 +153,7 @@ def submit() -> ResponseReturnValue:
         raise _validation_error(err) from None
     if not data["orders"]:
         raise ApiError(422, "a job needs at least one order", details={"orders": ["empty"]})
+    robot = _robot(data.get("robot"))
     with _idempotency_errors():
         result = submit_job(
             state.settings,
@@ -147,6 +163,8 @@ def submit() -> ResponseReturnValue:
             idempotency_key=key,
             body_digest=request_digest(body),
             priority=data["priority"],
+            robot=robot,
+            actor=request_actor(),
         )
     return _created(result)
 
@@ -181,8 +199,9 @@ def stream(job_id: str) -> ResponseReturnValue:
     return response
 
 
-def _cursor_serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(orchestrator().settings.robot_callback_secret, salt="jobs-cursor")
+def _read_position(value: Any) -> tuple[datetime, str]:
+    created, job_id = value
+    return datetime.fromisoformat(created), str(job_id)
 
 
 @bp.get("")
@@ -191,17 +210,17 @@ def list_jobs() -> ResponseReturnValue:
         args = _list_schema.load(request.args.to_dict())
     except ValidationError as err:
         raise _validation_error(err) from None
+    robot = args.get("robot")
+    if robot is not None and orchestrator().settings.robot(robot) is None:
+        names = ", ".join(orchestrator().settings.robot_names)
+        raise ApiError(
+            422, f"unknown robot; one of {names}", details={"robot": [f"one of {names}"]}
+        )
     after = None
     if "cursor" in args:
-        try:
-            created, job_id = _cursor_serializer().loads(args["cursor"])
-            after = (datetime.fromisoformat(created), str(job_id))
-        except (BadSignature, ValueError, TypeError):
-            raise ApiError(
-                422, "the cursor was not issued by this server", details={"cursor": ["invalid"]}
-            ) from None
+        after = load_cursor("jobs-cursor", args["cursor"], _read_position)
     with orchestrator().session() as session:
-        jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after)
+        jobs, more = queries.page_of_jobs(session, args.get("status"), args["limit"], after, robot)
         counts = queries.item_counts(session, [job.id for job in jobs])
         conn = session.connection()
         body = [
@@ -211,14 +230,14 @@ def list_jobs() -> ResponseReturnValue:
     next_cursor = None
     if more and jobs:
         last = jobs[-1]
-        next_cursor = _cursor_serializer().dumps([last.created_at.isoformat(), last.id])
+        next_cursor = dump_cursor("jobs-cursor", [last.created_at.isoformat(), last.id])
     return jsonify({"jobs": body, "nextCursor": next_cursor})
 
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        orchestrator().cancel_job(job_id)
+        orchestrator().cancel_job(job_id, request_actor())
     except lifecycle.JobNotFound:
         raise ApiError(404, f"no job with id {job_id!r}") from None
     except lifecycle.TransitionRefused as exc:
@@ -239,6 +258,8 @@ def resubmit(job_id: str) -> ResponseReturnValue:
         data = _resubmit_schema.load(body)
     except ValidationError as err:
         raise _validation_error(err) from None
+    if "robot" in data:
+        _robot(data["robot"])
     try:
         with _idempotency_errors():
             result = resubmit_job(
@@ -251,6 +272,8 @@ def resubmit(job_id: str) -> ResponseReturnValue:
                 token=g.api_token,
                 idempotency_key=key,
                 body_digest=resubmit_digest(job_id, body),
+                robot=data.get("robot"),
+                actor=request_actor(),
             )
     except lifecycle.JobNotFound:
         raise ApiError(404, f"no job with id {job_id!r}") from None
@@ -262,4 +285,6 @@ def resubmit(job_id: str) -> ResponseReturnValue:
         ) from None
     except ResubmitRefused as exc:
         raise ApiError(422, exc.message, exc.code, exc.details) from None
+    except UnknownRobot as exc:  # the original job's robot is no longer configured
+        raise unknown_robot(exc) from None
     return _created(result)

@@ -10,7 +10,7 @@
 
     @app.post("/checkout")
     def checkout():
-        job = submit_job(request.get_json()["orders"])
+        job = submit_job(request.get_json()["orders"])  # robot="…" with several robots
         return {"jobId": job["id"]}, 202
 
 The host serves ``POST /api/robot/jobs/<id>/events`` (so ``PUBLIC_URL`` is the host's URL),
@@ -26,11 +26,11 @@ from typing import Any
 from flask import Blueprint, Flask
 from marshmallow import ValidationError
 
-from orchestrator import queries, submission
+from orchestrator import audit, queries, submission
 from orchestrator.celery_app import create_celery
 from orchestrator.config import Settings, load_settings
 from orchestrator.lifecycle import JobNotFound
-from orchestrator.submission import JobNotFinal, ResubmitRefused
+from orchestrator.submission import JobNotFinal, ResubmitRefused, UnknownRobot
 
 from . import callbacks, errors
 from .schemas import ResubmitSchema, SubmitSchema
@@ -83,12 +83,15 @@ def submit_job(
     *,
     idempotency_key: str | None = None,
     scope: str = "host-app",
+    robot: str | None = None,
 ) -> dict[str, Any]:
     """Validate and create a job, start it after its commit; return it as the job API shows it.
 
     Call it inside a request (or an app context) of an app passed to ``init_orchestrator``.
-    A repeat with the same ``idempotency_key`` (within ``scope``) returns the first job and
-    starts nothing. Raises InvalidOrders when the orders fail validation.
+    ``robot`` names the robot that must process the job (CONTRACT §11): required with several
+    robots (``ROBOTS``), optional with one. A repeat with the same ``idempotency_key`` (within
+    ``scope``) returns the first job and starts nothing. Raises InvalidOrders when the orders
+    fail validation or the robot is missing or unknown (``details`` names ``robot``).
     """
     state = orchestrator()
     try:
@@ -100,9 +103,18 @@ def submit_job(
         raise InvalidOrders(
             f"a job takes 1 to {limit} orders", {"orders": [f"must contain 1 to {limit} orders"]}
         )
-    result = submission.submit_job(
-        state.settings, state.celery, data["orders"], token=scope, idempotency_key=idempotency_key
-    )
+    try:
+        result = submission.submit_job(
+            state.settings,
+            state.celery,
+            data["orders"],
+            token=scope,
+            idempotency_key=idempotency_key,
+            robot=robot,
+            actor=_host_app(scope),
+        )
+    except UnknownRobot as exc:
+        raise InvalidOrders(exc.message, {"robot": [exc.message]}) from None
     job = get_job(result.job.id)
     assert job is not None
     return job
@@ -118,10 +130,13 @@ def resubmit_job(
     confirm_unknown: bool = False,
     idempotency_key: str | None = None,
     scope: str = "host-app",
+    robot: str | None = None,
 ) -> dict[str, Any]:
     """Create a new job from items of a finished job, as ``POST /api/jobs/<id>/resubmit``.
 
-    Without ``item_ids``, every item in ``error``; an ``unknown`` item only with
+    ``robot``: the new job's robot, by default the old job's; another configured robot may
+    take the orders over (an unknown one: ResubmitRefused naming ``robot``). Without
+    ``item_ids``, every item in ``error``; an ``unknown`` item only with
     ``confirm_unknown=True`` (a person checked the courier's portal). Returns the new job as
     the job API shows it (``resubmitOf`` set); a repeat with the same ``idempotency_key``
     returns it again. Raises JobNotFound, JobNotFinal, or ResubmitRefused (``details`` names
@@ -137,18 +152,28 @@ def resubmit_job(
         raise ResubmitRefused(
             "the request failed validation", err.messages_dict, "validation_failed"
         ) from None
-    result = submission.resubmit_job(
-        state.settings,
-        state.celery,
-        job_id,
-        data.get("itemIds"),
-        data["confirmUnknown"],
-        token=scope,
-        idempotency_key=idempotency_key,
-    )
+    try:
+        result = submission.resubmit_job(
+            state.settings,
+            state.celery,
+            job_id,
+            data.get("itemIds"),
+            data["confirmUnknown"],
+            token=scope,
+            idempotency_key=idempotency_key,
+            robot=robot,
+            actor=_host_app(scope),
+        )
+    except UnknownRobot as exc:
+        raise ResubmitRefused(exc.message, {"robot": [exc.message]}, "validation_failed") from None
     job = get_job(result.job.id)
     assert job is not None
     return job
+
+
+def _host_app(scope: str) -> audit.Actor:
+    """The host app's own code acts with every right, named by its idempotency scope."""
+    return audit.Actor(scope, "operate")
 
 
 def get_job(job_id: str) -> dict[str, Any] | None:

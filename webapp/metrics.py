@@ -6,7 +6,7 @@ from flask import Blueprint, Response
 
 from orchestrator.metrics import web_exposition
 
-from .auth import require_token
+from .access import guard_api
 from .state import orchestrator
 
 bp = Blueprint("metrics", __name__)
@@ -14,6 +14,7 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics_page() -> Response:
-    require_token()
-    body, content_type = web_exposition(orchestrator().settings.database_url)
+    guard_api()
+    settings = orchestrator().settings
+    body, content_type = web_exposition(settings.database_url, settings)
     return Response(body, content_type=content_type)

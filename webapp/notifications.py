@@ -4,25 +4,20 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
 
 from orchestrator import notifications
 
-from .auth import require_token
+from .access import guard_api, request_actor
 from .errors import ApiError
+from .paging import dump_cursor, load_cursor
 from .schemas import NotificationListQuerySchema
 from .state import orchestrator
 
 bp = Blueprint("notifications", __name__, url_prefix="/api/notifications")
-bp.before_request(require_token)
+bp.before_request(guard_api)
 
 _list_schema = NotificationListQuerySchema()
-
-
-def _cursor_serializer() -> URLSafeSerializer:
-    secret = orchestrator().settings.robot_callback_secret
-    return URLSafeSerializer(secret, salt="notifications-cursor")
 
 
 @bp.get("")
@@ -33,17 +28,12 @@ def list_notifications() -> ResponseReturnValue:
         raise ApiError(422, "the request failed validation", details=err.messages_dict) from None
     before = None
     if "cursor" in args:
-        try:
-            before = int(_cursor_serializer().loads(args["cursor"]))
-        except (BadSignature, ValueError, TypeError):
-            raise ApiError(
-                422, "the cursor was not issued by this server", details={"cursor": ["invalid"]}
-            ) from None
+        before = load_cursor("notifications-cursor", args["cursor"], int)
     with orchestrator().session() as session:
         rows, more = notifications.page_of_notifications(
             session, args.get("status"), args["limit"], before
         )
-    next_cursor = _cursor_serializer().dumps(rows[-1].seq) if more and rows else None
+    next_cursor = dump_cursor("notifications-cursor", rows[-1].seq) if more and rows else None
     return jsonify(
         {
             "notifications": [notifications.notification_dict(row) for row in rows],
@@ -57,7 +47,7 @@ def redeliver(notification_id: str) -> ResponseReturnValue:
     state = orchestrator()
     with state.session() as session:
         try:
-            notifications.redeliver(session, notification_id)
+            notifications.redeliver(session, notification_id, actor=request_actor())
         except notifications.NotificationNotFound:
             raise ApiError(404, f"no notification with id {notification_id!r}") from None
         if not notifications.enabled(session):

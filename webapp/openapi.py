@@ -78,6 +78,14 @@ def _job_properties() -> dict[str, Any]:
             }
         ),
         "resubmitOf": _nullable({"type": "string", "description": "the job it came from"}),
+        "robot": {"type": "string", "description": "the robot that processes the job (§11)"},
+        "createdBy": _nullable(
+            {
+                "type": "string",
+                "description": "the name of the token (or dashboard user) that submitted it; "
+                "null for jobs older than names",
+            }
+        ),
         "counts": {
             "type": "object",
             "required": ["total", *ITEM_STATUSES],
@@ -131,6 +139,12 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "items": _ref("Order"),
                 },
                 "priority": {**PRIORITY, "default": 0, "description": "higher goes first"},
+                "robot": {
+                    "type": "string",
+                    "enum": list(settings.robot_names),
+                    "description": "the robot that must process the job: required with "
+                    "several robots, else the only one",
+                },
             },
         },
         "PauseRequest": {
@@ -175,6 +189,29 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "failuresInARow": {"type": "integer", "minimum": 0},
             },
         },
+        "Robot": {
+            "allOf": [
+                _ref("DispatchState"),
+                {
+                    "type": "object",
+                    "required": ["name", "hours", "timezone", "open", "nextOpenAt"],
+                    "properties": {
+                        "name": {"type": "string", "enum": list(settings.robot_names)},
+                        "hours": _nullable(
+                            {"type": "string", "description": "as configured; null: any time"}
+                        ),
+                        "timezone": {"type": "string", "description": "IANA time zone"},
+                        "open": {"type": "boolean", "description": "a dispatch may start now"},
+                        "nextOpenAt": _nullable({"type": "string", "format": "date-time"}),
+                    },
+                },
+            ]
+        },
+        "RobotList": {
+            "type": "object",
+            "required": ["robots"],
+            "properties": {"robots": {"type": "array", "items": _ref("Robot")}},
+        },
         "ResubmitRequest": {
             "type": "object",
             "additionalProperties": False,
@@ -191,6 +228,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     "were not entered",
                 },
                 "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+                "robot": {
+                    "type": "string",
+                    "enum": list(settings.robot_names),
+                    "description": "the new job's robot; by default the original job's",
+                },
             },
         },
         "Item": {
@@ -258,6 +300,39 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "nextCursor": _nullable({"type": "string"}),
             },
         },
+        "AuditEntry": {
+            "type": "object",
+            "required": [
+                "id",
+                "at",
+                "actor",
+                "role",
+                "action",
+                "target",
+                "outcome",
+                "details",
+                "address",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "at": {"type": "string", "format": "date-time"},
+                "actor": {"type": "string", "description": "a token's or user's name, or system"},
+                "role": {"type": "string", "enum": ["read", "submit", "operate", "system", "none"]},
+                "action": {"type": "string", "example": "job.cancelled"},
+                "target": {"type": "string", "description": "a job, robot (* for all), ..."},
+                "outcome": {"type": "string", "enum": ["ok", "denied"]},
+                "details": {"type": "object"},
+                "address": _nullable({"type": "string"}),
+            },
+        },
+        "AuditList": {
+            "type": "object",
+            "required": ["entries", "nextCursor"],
+            "properties": {
+                "entries": {"type": "array", "items": _ref("AuditEntry")},
+                "nextCursor": _nullable({"type": "string"}),
+            },
+        },
         "RobotEvent": {
             "type": "object",
             "required": ["type", "data"],
@@ -313,6 +388,8 @@ def _common_errors(*statuses: int) -> dict[str, Any]:
         503: "the database or Redis is unavailable; nothing was applied",
     }
     answers: dict[str, Any] = {str(status): _error(texts[status]) for status in statuses}
+    if 401 in statuses:  # every bearer route: a role that does not allow it (CONTRACT §12)
+        answers["403"] = _error("forbidden: the token's role does not allow it; nothing done")
     answers["429"] = _rate_limited()
     return answers
 
@@ -356,6 +433,9 @@ def build_document(settings: Settings) -> dict[str, Any]:
     """Return the OpenAPI 3.0 document for a deployment's settings."""
     job_answer = {"content": _json(_ref("Job"))}
     dispatch_answer = {"content": _json(_ref("DispatchState"))}
+    robot_answer = {"content": _json(_ref("Robot"))}
+    robot_list_answer = {"content": _json(_ref("RobotList"))}
+    robot_parameter = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     location = {"Location": {"schema": {"type": "string"}, "description": "/api/jobs/<id>"}}
     webhook_headers = [
         {
@@ -422,7 +502,14 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         "operationId": "listJobs",
                         "summary": "List jobs, newest first",
                         "security": [{"bearerAuth": []}],
-                        "parameters": _page_parameters(JOB_STATUSES),
+                        "parameters": [
+                            *_page_parameters(JOB_STATUSES),
+                            {
+                                "name": "robot",
+                                "in": "query",
+                                "schema": {"type": "string", "enum": list(settings.robot_names)},
+                            },
+                        ],
                         "responses": {
                             "200": {"description": "a page", "content": _json(_ref("JobList"))},
                             **_common_errors(401, 422, 503),
@@ -553,10 +640,34 @@ def build_document(settings: Settings) -> dict[str, Any]:
                         },
                     }
                 },
+                "/api/audit": {
+                    "get": {
+                        "operationId": "listAudit",
+                        "summary": "The audit log, newest first (role operate; CONTRACT §12)",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [
+                            *(
+                                {
+                                    "name": name,
+                                    "in": "query",
+                                    "schema": {"type": "string", "minLength": 1},
+                                    "description": "exact match",
+                                }
+                                for name in ("actor", "action", "target")
+                            ),
+                            *_page_parameters([])[1:],
+                        ],
+                        "responses": {
+                            "200": {"description": "a page", "content": _json(_ref("AuditList"))},
+                            **_common_errors(401, 422, 503),
+                        },
+                    }
+                },
                 "/api/dispatch": {
                     "get": {
                         "operationId": "readDispatch",
-                        "summary": "Dispatch control: pause, capacity, queue (CONTRACT §7)",
+                        "summary": "Dispatch control: pause, capacity, queue (CONTRACT §7); "
+                        "every robot combined (§3)",
                         "security": [{"bearerAuth": []}],
                         "responses": {
                             "200": {"description": "the state", **dispatch_answer},
@@ -567,7 +678,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 "/api/dispatch/pause": {
                     "post": {
                         "operationId": "pauseDispatch",
-                        "summary": "Pause dispatching (again: replace reason and until)",
+                        "summary": "Pause every robot's dispatching (again: replace reason, until)",
                         "security": [{"bearerAuth": []}],
                         "requestBody": {"required": True, "content": _json(_ref("PauseRequest"))},
                         "responses": {
@@ -579,11 +690,59 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 "/api/dispatch/resume": {
                     "post": {
                         "operationId": "resumeDispatch",
-                        "summary": "Resume dispatching; the next waiting jobs go at once",
+                        "summary": "Resume every robot; the next waiting jobs go at once",
                         "security": [{"bearerAuth": []}],
                         "responses": {
                             "200": {"description": "resumed", **dispatch_answer},
                             **_common_errors(401, 503),
+                        },
+                    }
+                },
+                "/api/robots": {
+                    "get": {
+                        "operationId": "listRobots",
+                        "summary": "Every robot's state and hours, in the order of ROBOTS",
+                        "security": [{"bearerAuth": []}],
+                        "responses": {
+                            "200": {"description": "the robots", **robot_list_answer},
+                            **_common_errors(401, 503),
+                        },
+                    }
+                },
+                "/api/robots/{name}": {
+                    "get": {
+                        "operationId": "readRobot",
+                        "summary": "One robot's state and hours",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [robot_parameter],
+                        "responses": {
+                            "200": {"description": "the robot", **robot_answer},
+                            **_common_errors(401, 404, 503),
+                        },
+                    }
+                },
+                "/api/robots/{name}/pause": {
+                    "post": {
+                        "operationId": "pauseRobot",
+                        "summary": "Pause this robot's dispatching (again: replace reason, until)",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [robot_parameter],
+                        "requestBody": {"required": True, "content": _json(_ref("PauseRequest"))},
+                        "responses": {
+                            "200": {"description": "paused", **robot_answer},
+                            **_common_errors(400, 401, 404, 413, 415, 422, 503),
+                        },
+                    }
+                },
+                "/api/robots/{name}/resume": {
+                    "post": {
+                        "operationId": "resumeRobot",
+                        "summary": "Resume this robot's dispatching; its next jobs go at once",
+                        "security": [{"bearerAuth": []}],
+                        "parameters": [robot_parameter],
+                        "responses": {
+                            "200": {"description": "resumed", **robot_answer},
+                            **_common_errors(401, 404, 503),
                         },
                     }
                 },

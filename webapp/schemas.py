@@ -70,12 +70,18 @@ def priority_field() -> StrictInteger:
     return StrictInteger(load_default=0, validate=validate.Range(min=low, max=high))
 
 
+def robot_field() -> fields.String:
+    """A robot's name (CONTRACT §11); whether it is configured is checked by the view."""
+    return fields.String(validate=validate.Length(min=1, max=100))
+
+
 class SubmitSchema(Schema):
     class Meta:
         unknown = RAISE
 
     orders = fields.List(fields.Nested(OrderSchema), required=True)
     priority = priority_field()
+    robot = robot_field()
 
     @validates_schema
     def _unique_order_ids(self, data: dict[str, Any], **_: Any) -> None:
@@ -106,6 +112,7 @@ class ResubmitSchema(Schema):
     itemIds = fields.List(fields.String(validate=validate.Length(min=1, max=255)))
     confirmUnknown = StrictBoolean(load_default=False)
     priority = priority_field()
+    robot = robot_field()
 
 
 class ListQuerySchema(Schema):
@@ -117,6 +124,7 @@ class ListQuerySchema(Schema):
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
     cursor = fields.String(validate=validate.Length(min=1, max=500))
+    robot = robot_field()
 
 
 class NotificationListQuerySchema(Schema):
@@ -124,6 +132,19 @@ class NotificationListQuerySchema(Schema):
         unknown = EXCLUDE  # as the job list
 
     status = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
+    cursor = fields.String(validate=validate.Length(min=1, max=500))
+
+
+class AuditListQuerySchema(Schema):
+    """``GET /api/audit``: exact-match filters, paged as the job list (CONTRACT §3)."""
+
+    class Meta:
+        unknown = EXCLUDE  # as the job list
+
+    actor = fields.String(validate=validate.Length(min=1, max=64))
+    action = fields.String(validate=validate.Length(min=1, max=64))
+    target = fields.String(validate=validate.Length(min=1, max=255))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200), strict=False)
     cursor = fields.String(validate=validate.Length(min=1, max=500))
 

@@ -10,8 +10,9 @@ processes stays below it; smaller limits are counted exactly, request by request
 configurable and generous by default:
 
 * ``RATE_LIMIT_API`` (default ``3000/minute``): per API token on ``/api/jobs``,
-  ``/api/dispatch``, ``/api/notifications`` and ``/metrics`` — requests without a valid token
-  share one bucket per client address, so guessing tokens is throttled too;
+  ``/api/dispatch``, ``/api/robots``, ``/api/notifications`` and ``/metrics`` — requests
+  without a valid token share one bucket per client address, so guessing tokens is throttled
+  too;
 * ``RATE_LIMIT_CALLBACKS`` (default ``12000/minute``): robot callbacks, counted only once
   their signature is checked — per job for correctly signed ones, per client address for the
   rest (one bucket of their own): a flood of unsigned requests never makes the robot's signed
@@ -46,7 +47,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from orchestrator.config import Settings
 
-from .auth import token_matches
+from .auth import find_token
 from .errors import ApiError, error_response
 from .state import orchestrator
 
@@ -192,7 +193,14 @@ def init_app(app: Flask) -> None:
 
 # The bearer-token routes that share the API's limit (every route that takes API_TOKENS: one
 # left out would let a client guess tokens there at any rate).
-API_ROUTES = ("/api/jobs", "/api/dispatch", "/api/notifications", "/metrics")
+API_ROUTES = (
+    "/api/jobs",
+    "/api/dispatch",
+    "/api/robots",
+    "/api/notifications",
+    "/api/audit",
+    "/metrics",
+)
 
 
 def orchestrator_settings(app: Flask) -> Settings:
@@ -205,8 +213,8 @@ def _scope() -> tuple[str, str] | None:
     if any(path == base or path.startswith(base + "/") for base in API_ROUTES):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        accepted = orchestrator().settings.api_tokens
-        if scheme.lower() == "bearer" and token and token_matches(token, accepted):
+        accepted = orchestrator().settings.tokens
+        if scheme.lower() == "bearer" and token and find_token(token, accepted) is not None:
             return "api", "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
         return "api", f"addr:{request.remote_addr or 'unknown'}"
     return None  # the callbacks count themselves, once their signature is checked

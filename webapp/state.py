@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from orchestrator import dispatch_control, lifecycle, tasks
+from orchestrator import audit, dispatch_control, lifecycle, tasks
 from orchestrator.config import Settings
 from orchestrator.db import connect, session_factory
 from orchestrator.rendezvous import Rendezvous, get_redis
@@ -37,39 +37,58 @@ class Orchestrator:
     def rendezvous(self) -> Rendezvous:
         return Rendezvous(get_redis(self.settings.redis_url, self.settings.redis_sentinel_master))
 
-    def cancel_job(self, job_id: str) -> None:
-        """Cancel a job (lifecycle.cancel), commit, stop its poller early, hand its slot on.
+    def cancel_job(self, job_id: str, actor: audit.Actor) -> None:
+        """Cancel a job (lifecycle.cancel, audited), commit, stop its poller, hand its slot on.
 
         Raises lifecycle.JobNotFound or lifecycle.TransitionRefused; nothing is committed then.
         """
         with self.session() as session:
-            lifecycle.cancel(session, job_id)
+            lifecycle.cancel(session, job_id, actor=actor)
             session.commit()
+            moved = lifecycle.robots_moved(session)
         self.forget_waiter(job_id)
-        tasks.hand_off(self.celery, self.settings)
+        tasks.hand_off(self.celery, self.settings, robots=moved)
 
-    def dispatch_state(self) -> dispatch_control.DispatchState:
-        """Return the dispatch control's state (CONTRACT §3)."""
+    def dispatch_state(self, robot: str | None = None) -> dispatch_control.DispatchState:
+        """Return a robot's state, or every robot's combined (CONTRACT §3)."""
         with self.session() as session:
-            return dispatch_control.read_state(session, self.settings)
+            return dispatch_control.read_state(session, self.settings, robot)
+
+    def robot_states(self) -> list[dispatch_control.RobotState]:
+        """Return every configured robot's state, in the order of ROBOTS."""
+        with self.session() as session:
+            return dispatch_control.robot_states(session, self.settings)
 
     def pause_dispatch(
-        self, reason: str, until: datetime | None = None
+        self,
+        reason: str,
+        until: datetime | None,
+        actor: audit.Actor,
+        robot: str | None = None,
     ) -> dispatch_control.DispatchState:
-        """Pause dispatching for every process (again: replace reason and end); commit."""
+        """Pause a robot's dispatching (None: every robot's) for every process; commit.
+
+        The one call of the API and the dashboard, so both are audited alike (by ``actor``).
+        """
         with self.session() as session:
-            state = lifecycle.pause_dispatch(session, self.settings, reason, until)
+            state = lifecycle.pause_dispatch(
+                session, self.settings, reason, until, robot=robot, actor=actor
+            )
             session.commit()
         return state
 
-    def resume_dispatch(self) -> dispatch_control.DispatchState:
-        """Resume dispatching, commit, then start the jobs the free slots let go."""
+    def resume_dispatch(
+        self, actor: audit.Actor, robot: str | None = None
+    ) -> dispatch_control.DispatchState:
+        """Resume a robot's dispatching (None: every robot's; audited, by ``actor``), commit,
+        then start the jobs that may go."""
         with self.session() as session:
-            lifecycle.resume_dispatch(session, self.settings)
+            lifecycle.resume_dispatch(session, self.settings, robot, actor=actor)
             session.commit()
-        tasks.hand_off(self.celery, self.settings, slot_freed=False)
+        robots = None if robot is None else [robot]
+        tasks.hand_off(self.celery, self.settings, slot_freed=False, robots=robots)
         with self.session() as session:
-            return dispatch_control.read_state(session, self.settings)
+            return dispatch_control.read_state(session, self.settings, robot)
 
     def forget_waiter(self, job_id: str) -> None:
         """Stop a finished job's poller early; its keys expire anyway if Redis is down."""

@@ -38,6 +38,15 @@ FAILING = {4, 11, 18}  # the simulator is told to reject these orders
 FINAL = ("completed", "failed", "cancelled")
 
 Say = Callable[[str], None]
+# ``run`` plays two couriers, each its own simulator; ``ROBOTS`` in the environment replaces
+# them, and the dashboard's settings, traces' settings and the robots' hours are passed on.
+RUN_ROBOTS = ("coordinadora", "servientrega")
+
+
+def _passed_on(name: str) -> bool:
+    return name.startswith(("DASHBOARD_", "OTEL_")) or (
+        name.startswith("ROBOT_") and name.endswith(("_HOURS", "_TIMEZONE"))
+    )
 
 
 def _say(line: str) -> None:
@@ -233,10 +242,12 @@ def run_forever(redis_mode: str = "auto", say: Say = _say) -> int:
             web_port=port_or_free(int(os.environ.get("PORT") or 5000)),
             flower_port=port_or_free(5555),
             item_delay=0.5,
+            browsers=2,
+            robots=_run_robots(),
             settings={
                 "HOUSEKEEPING_INTERVAL_SECONDS": "5",
-                # The dashboard's sign-in, and traces (docs/operations.md, "Traces").
-                **{k: v for k, v in os.environ.items() if k.startswith(("DASHBOARD_", "OTEL_"))},
+                # The dashboard's sign-in, traces (docs/operations.md, "Traces") and hours.
+                **{k: v for k, v in os.environ.items() if _passed_on(k)},
             },
         )
         system.start(("robot", "web", "worker", "beat", "flower"), say)
@@ -246,10 +257,10 @@ def run_forever(redis_mode: str = "auto", say: Say = _say) -> int:
             f"  dashboard   {system.base}/dashboard/   (sign in with the API token)\n"
             f"  Flower      {flower}   (user {FLOWER_USER}, password: the API token)\n"
             f"  API token   {system.token}   (development only, new on every start)\n"
-            f"  robot       http://127.0.0.1:{system.robot_port} (the simulator)\n"
+            f"{_robot_lines(system)}"
             "The CLI, from another terminal:\n"
             f"  export ORCHESTRATOR_URL={system.base} ORCHESTRATOR_TOKEN={system.token}\n"
-            "  .venv/bin/orchestrator submit examples/orders.csv --wait"
+            f"  .venv/bin/orchestrator submit examples/orders.csv{_robot_option(system)} --wait"
         )
         while not stop.wait(0.5):
             dead = system.dead() + [p for p in processes if not p.alive()]
@@ -270,6 +281,26 @@ def run_forever(redis_mode: str = "auto", say: Say = _say) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         say("run: stopped every process it started")
+
+
+def _run_robots() -> list[str]:
+    """The robots ``run`` plays: ``ROBOTS`` if set, else two couriers (CONTRACT §11)."""
+    names = os.environ.get("ROBOTS") or ",".join(RUN_ROBOTS)
+    return [name.strip() for name in names.split(",") if name.strip()]
+
+
+def _robot_lines(system: LocalSystem) -> str:
+    return (
+        "".join(
+            f"  robot       {name}: {url} (a simulator)\n"
+            for name, url in system.robot_urls.items()
+        )
+        or f"  robot       {system.robot} (the simulator)\n"
+    )
+
+
+def _robot_option(system: LocalSystem) -> str:
+    return f" --robot {next(iter(system.robot_urls))}" if system.robot_urls else ""
 
 
 def _without_password(url: str) -> str:

@@ -24,6 +24,8 @@ from typing import Any, Self
 import redis
 import requests
 
+from ..robots import variable_prefix
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_REDIS = "redis://127.0.0.1:6379/14"
 REDIS_MODES = ("auto", "embedded")
@@ -231,15 +233,42 @@ class Stack:
 
     ready_timeout = 90.0
 
-    def __init__(self, log_dir: Path, env: dict[str, str], web_port: int, robot_port: int):
+    def __init__(
+        self,
+        log_dir: Path,
+        env: dict[str, str],
+        web_port: int,
+        robot_port: int,
+        robots: Iterable[str] = (),
+    ):
         self.log_dir = log_dir
         self.env = env
         self.web_port = web_port
         self.robot_port = robot_port
         self.base = f"http://127.0.0.1:{web_port}"
         self.robot = f"http://127.0.0.1:{robot_port}"
+        # Several robots (CONTRACT §11): a simulator each, on its own port, started as the
+        # process "robot-<name>"; "robot" in ``start`` stands for all of them.
+        self.robot_ports = {name: free_port() for name in robots}
+        self.robot_urls = {n: f"http://127.0.0.1:{p}" for n, p in self.robot_ports.items()}
         self.flower = ""
         self.processes: dict[str, Process] = {}
+
+    def robots_env(self, api_token: str | None = None) -> dict[str, str]:
+        """Return ``ROBOTS`` and each robot's ``ROBOT_<N>_URL`` (and ``_API_TOKEN``, since a
+        robot's token has no fallback); nothing for one robot."""
+        if not self.robot_urls:
+            return {}
+        env = {"ROBOTS": ",".join(self.robot_urls)}
+        for name, url in self.robot_urls.items():
+            env[f"{variable_prefix(name)}URL"] = url
+            if api_token:
+                env[f"{variable_prefix(name)}API_TOKEN"] = api_token
+        return env
+
+    def simulator_port(self, name: str) -> int:
+        """Return the port of the simulator process ``name`` ("robot" or "robot-<robot>")."""
+        return self.robot_ports[name.removeprefix("robot-")] if name != "robot" else self.robot_port
 
     def command(self, name: str) -> tuple[str, dict[str, str]]:
         """Return the command line and environment of a process: its Procfile line here."""
@@ -253,10 +282,15 @@ class Stack:
         """Run the release, then start each process and wait until it is ready."""
         run_release(self.env)
         say("  release   database migrated")
-        for name in names:
+        for name in self._expand(names):
             self.start_process(name)
             say(f"  {name:<9} up")
         return self
+
+    def _expand(self, names: Iterable[str]) -> list[str]:
+        """Replace "robot" by one "robot-<name>" per robot when there are several."""
+        robots = [f"robot-{name}" for name in self.robot_ports] or ["robot"]
+        return [each for name in names for each in (robots if name == "robot" else [name])]
 
     def start_process(
         self, name: str, command: str | None = None, label: str | None = None
@@ -273,6 +307,8 @@ class Stack:
             "beat": lambda: "beat: Starting" in process.log(),
             "flower": lambda: answers(f"{self.flower}/healthcheck"),
         }
+        if name.startswith("robot-"):
+            checks[name] = lambda: answers(f"{self.robot_urls[name[6:]]}/healthz")
         ready = checks.get(name, lambda: True)
         try:
             wait_until(lambda: ready() or not process.alive(), self.ready_timeout, name)
@@ -312,7 +348,9 @@ class LocalSystem(Stack):
         web_port: int | None = None,
         flower_port: int | None = None,
         item_delay: float = 0.15,
+        browsers: int | None = None,
         settings: dict[str, str] | None = None,
+        robots: Iterable[str] = (),
     ) -> None:
         web_port = web_port or free_port()
         robot_port = free_port()
@@ -327,19 +365,22 @@ class LocalSystem(Stack):
             "PORT": str(web_port),
             "API_TOKENS": self.token,
             "ROBOT_CALLBACK_SECRET": secrets.token_urlsafe(32),
-            **(settings or {}),
         }
-        super().__init__(log_dir, env, web_port, robot_port)
+        super().__init__(log_dir, env, web_port, robot_port, robots)
+        self.env.update({**self.robots_env(), **(settings or {})})
         self.flower_port = flower_port or free_port()
         self.flower = f"http://127.0.0.1:{self.flower_port}"
         self.item_delay = item_delay
+        self.browsers = browsers
 
     def command(self, name: str) -> tuple[str, dict[str, str]]:
-        if name == "robot":
+        if name == "robot" or name.startswith("robot-"):
             command = (
-                f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
+                f"python -m orchestrator.local.robot_simulator --port {self.simulator_port(name)} "
                 f"--item-delay {self.item_delay:g}"
             )
+            if self.browsers is not None:
+                command += f" --browsers {self.browsers}"
             return command, self.env
         if name == "flower":
             env = {

@@ -201,6 +201,7 @@ class RobotSimulator:
             self._working = self._max_working = self._max_held = 0
             self._arrivals: list[dict[str, Any]] = []
             self._reports: list[dict[str, Any]] = []
+            self._work: list[dict[str, Any]] = []  # when a browser worked each job
             for job_id in [j for j, held in self._held.items() if held.state == "stuck"]:
                 self._held.pop(job_id).closed = True
 
@@ -229,9 +230,14 @@ class RobotSimulator:
             }
 
     def timeline(self) -> dict[str, Any]:
-        """Return when each dispatch arrived and when each batch report was answered 2xx."""
+        """Return when each dispatch arrived, when each batch report was answered 2xx and when
+        a browser worked each job (from taking it to its last report)."""
         with self._lock:
-            return {"dispatches": list(self._arrivals), "reports": list(self._reports)}
+            return {
+                "dispatches": list(self._arrivals),
+                "reports": list(self._reports),
+                "work": list(self._work),
+            }
 
     def record_dispatch(
         self, job_id: str | None, idempotency_key: str | None, traceparent: str | None = None
@@ -316,6 +322,7 @@ class RobotSimulator:
                 held.state = "working"
             self._working += 1
             self._max_working = max(self._max_working, self._working)
+        started = time.time()
         try:
             self._process(job)
         except Exception:
@@ -323,6 +330,7 @@ class RobotSimulator:
         finally:
             with self._lock:
                 self._working -= 1
+                self._work.append({"jobId": job.job_id, "start": started, "end": time.time()})
             self._finish_job(job)
             self._fill_browsers()
 

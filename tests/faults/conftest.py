@@ -78,13 +78,22 @@ class Rig:
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{self.system.logs()}") from None
 
-    def submit_many(self, count: int, items: int = 1, threads: int = 8, **pedido: Any) -> list[str]:
-        """Submit ``count`` jobs concurrently over HTTP; return their ids in order."""
+    def submit_many(
+        self,
+        count: int,
+        items: int = 1,
+        threads: int = 8,
+        robot: str | None = None,
+        **pedido: Any,
+    ) -> list[str]:
+        """Submit ``count`` jobs concurrently over HTTP (for ``robot``); return their ids."""
         url = f"{self.system.base}/api/jobs"
         headers = {"Authorization": f"Bearer {API_TOKEN}"}
 
         def one(_: int) -> str:
-            body = {"orders": orders(items, **pedido)}
+            body: dict[str, Any] = {"orders": orders(items, **pedido)}
+            if robot is not None:
+                body["robot"] = robot
             answer = requests.post(url, json=body, headers=headers, timeout=30)
             assert answer.status_code == 202, answer.text
             return str(answer.json()["id"])
@@ -92,8 +101,8 @@ class Rig:
         with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(one, range(count)))
 
-    def robot_dispatches(self) -> dict[str, int]:
-        return dict(self.system.robot_stats()["dispatches"])
+    def robot_dispatches(self, robot: str | None = None) -> dict[str, int]:
+        return dict(self.system.robot_stats(robot)["dispatches"])
 
 
 @contextmanager
@@ -109,6 +118,7 @@ def rig(
     robot_args: str = "",
     database_password: str | None = None,
     redis_url: str | None = None,
+    robots: tuple[str, ...] = (),
     **env: str,
 ) -> Iterator[Rig]:
     """Start a system for one scenario; stop it, drop its database and flush its Redis after."""
@@ -139,13 +149,15 @@ def rig(
             url,
             redis_db,
             redis_url=redis_url or (private.url if private else None),
+            robots=robots,
             **{"HOUSEKEEPING_INTERVAL_SECONDS": "1", "FAULT_HOOK_DIR": str(log_dir), **env},
         )
         system.extra_args["beat"] = f"--schedule={log_dir / 'celerybeat-schedule'}"
         if hooks:
             system.extra_args["worker"] = "--include tests.faults.hooks"
         if robot_args:
-            system.extra_args["robot"] = robot_args
+            for name in ("robot", *(f"robot-{robot}" for robot in robots)):
+                system.extra_args[name] = robot_args
         probe = Db(direct)  # never through the proxy: the probe must see through a cut
         stack.callback(probe.close)
         stack.callback(system.stop)

@@ -1,5 +1,7 @@
 """Scenario 14: web, two workers and beat on four hosts; one worker host cut off (CONTRACT §10).
 
+Two robots (CONTRACT §11), each with its own capacity, checked across both worker hosts.
+
 Hosts are network namespaces on a bridge in a private /24 that the test makes and removes
 (tools.HostNetwork). The shared services are reached at the bridge's address: a private
 redis-server bound to it (rendezvous and broker), PostgreSQL through a proxy listening on it
@@ -25,12 +27,16 @@ from .tools import Db, HostNetwork, RestartableRedis, Stopwatch, TcpProxy, attem
 
 pytestmark = pytest.mark.faults
 
-# The capacity limit (CONTRACT §7) across both worker hosts: the jobs active at once, sampled
-# from the database all along, never exceed it.
+# The capacity limit (CONTRACT §7) of each robot across both worker hosts: the jobs active at
+# once at each robot, sampled from the database all along, never exceed it.
 MAX_ACTIVE_JOBS = "3"
+ROBOTS = ("north", "south")
 
 HOSTS = ("web", "worker-a", "worker-b", "beat")
-ACTIVE_SQL = "SELECT count(*) FROM jobs WHERE status = 'processing' AND dispatched_at IS NOT NULL"
+ACTIVE_SQL = (
+    "SELECT robot, count(*) FROM jobs WHERE status = 'processing' AND dispatched_at IS NOT NULL "
+    "GROUP BY robot"
+)
 
 
 @contextmanager
@@ -53,6 +59,7 @@ def hosts_rig(log_dir: Path) -> Iterator[tuple[Rig, HostNetwork]]:
             database_url,
             0,
             redis_url=server.url,
+            robots=ROBOTS,
             HOUSEKEEPING_INTERVAL_SECONDS="1",
             FAULT_HOOK_DIR=str(log_dir),
             REKICK_AFTER_SECONDS="5",
@@ -62,16 +69,19 @@ def hosts_rig(log_dir: Path) -> Iterator[tuple[Rig, HostNetwork]]:
             **capacity,
         )
         system.base = system.env["PUBLIC_URL"] = f"http://{net.addresses['web']}:{system.web_port}"
-        system.robot = system.env["ROBOT_URL"] = f"http://{net.gateway}:{system.robot_port}"
+        for name, port in system.robot_ports.items():
+            system.robot_urls[name] = f"http://{net.gateway}:{port}"
+        system.env.update(system.robots_env(ROBOT_TOKEN))
         probe = Db(direct)
         stack.callback(probe.close)
         stack.callback(system.stop)
         run_release(system.env)
-        system.start_process(
-            "robot",
-            f"python -m orchestrator.local.robot_simulator --host {net.gateway} "
-            f"--port {system.robot_port} --item-delay 0.02 --token {ROBOT_TOKEN} --workers 64",
-        )
+        for name, port in system.robot_ports.items():
+            system.start_process(
+                f"robot-{name}",
+                f"python -m orchestrator.local.robot_simulator --host {net.gateway} "
+                f"--port {port} --item-delay 0.02 --token {ROBOT_TOKEN} --workers 64",
+            )
         commands = procfile()
         system.start_process("web", net.run_in("web", commands["web"]))
         for host in ("worker-a", "worker-b"):
@@ -83,11 +93,11 @@ def hosts_rig(log_dir: Path) -> Iterator[tuple[Rig, HostNetwork]]:
 
 
 class ActiveSampler:
-    """The most jobs active at once, sampled from the database until stopped."""
+    """The most jobs active at once at each robot, sampled from the database until stopped."""
 
     def __init__(self, db: Db) -> None:
         self.db = db
-        self.most = 0
+        self.most: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -95,11 +105,12 @@ class ActiveSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             try:
-                self.most = max(self.most, int(self.db.scalar(ACTIVE_SQL)))
+                for robot, active in self.db.rows(ACTIVE_SQL):
+                    self.most[robot] = max(self.most[robot], int(active))
             except Exception:  # the database is being dropped at the end: stop sampling
                 return
 
-    def stop(self) -> int:
+    def stop(self) -> Counter[str]:
         self._stop.set()
         self._thread.join(5)
         return self.most
@@ -115,11 +126,21 @@ def test_two_worker_hosts_dispatch_each_job_once_and_a_cut_host_loses_none(log_d
             sampler.stop()
 
 
+def _robots_config(r: Rig, **options: object) -> None:
+    for name in ROBOTS:
+        r.system.robot_config(name, **options)
+
+
+def _submit_both(r: Rig, count: int, items: int) -> list[str]:
+    """``count`` jobs for each robot."""
+    return [job for name in ROBOTS for job in r.submit_many(count, items=items, robot=name)]
+
+
 def _scenario(r: Rig, net: HostNetwork, sampler: ActiveSampler) -> None:
     log_dir = r.log_dir
-    # Load: both worker hosts take jobs; each job reaches the robot once.
-    r.system.robot_config(item_delay=0)
-    loaded = r.submit_many(60, items=1)
+    # Load: both worker hosts take jobs; each job reaches its robot once.
+    _robots_config(r, item_delay=0)
+    loaded = _submit_both(r, 30, items=1)
     r.wait(lambda: r.db.all_final(60), 120, "the load to finish")
     shares = {
         host: r.system.processes[host].log().count(" dispatched (")
@@ -128,9 +149,13 @@ def _scenario(r: Rig, net: HostNetwork, sampler: ActiveSampler) -> None:
     assert all(shares.values()), shares
 
     # Cut: dispatches in flight (the robot answers after 1 s) and jobs waiting.
-    r.system.robot_config(mode="slow_answer", answer_delay=1.0, item_delay=1.0)
-    cut_jobs = r.submit_many(30, items=2)
-    r.wait(lambda: r.system.robot_stats()["totalDispatches"] >= 60 + 8, 60, "dispatches in flight")
+    _robots_config(r, mode="slow_answer", answer_delay=1.0, item_delay=1.0)
+    cut_jobs = _submit_both(r, 15, items=2)
+    r.wait(
+        lambda: sum(r.system.robot_stats(n)["totalDispatches"] for n in ROBOTS) >= 60 + 8,
+        60,
+        "dispatches in flight",
+    )
     net.cut("worker-a")
     cut = Stopwatch()
     r.wait(lambda: r.db.all_final(90), 120, "every job final with worker-a cut off")
@@ -139,17 +164,22 @@ def _scenario(r: Rig, net: HostNetwork, sampler: ActiveSampler) -> None:
 
     # Back on the network: its stale messages must not dispatch anything again.
     net.restore("worker-a")
-    after = r.submit_many(10, items=1)
+    after = _submit_both(r, 5, items=1)
     r.wait(lambda: r.db.all_final(100), 90, "the jobs after the restore")
     most_active = sampler.stop()
 
-    stats = r.system.robot_stats()
-    assert set(stats["dispatches"].values()) == {1}
+    reached = {name: r.robot_dispatches(name) for name in ROBOTS}
+    for name in ROBOTS:
+        assert set(reached[name].values()) == {1}, name
+    jobs_of = dict(r.db.rows("SELECT id, robot FROM jobs"))
+    for name in ROBOTS:  # only its own robot received a job
+        assert {jobs_of[job] for job in reached[name]} == {name}
     tried = attempts(log_dir)
     assert set(tried.values()) == {1}, tried.most_common(3)
     assert set(loaded + cut_jobs + after) <= set(tried)
     assert r.db.open_jobs() == 0
-    assert 0 < most_active <= int(MAX_ACTIVE_JOBS)
+    assert set(most_active) == set(ROBOTS), most_active
+    assert all(0 < most <= int(MAX_ACTIVE_JOBS) for most in most_active.values()), most_active
     assert r.system.processes["worker-a"].alive()
     record(
         "several hosts, worker host cut off",
@@ -157,7 +187,7 @@ def _scenario(r: Rig, net: HostNetwork, sampler: ActiveSampler) -> None:
         worker_shares_under_load=shares,
         statuses_after_cut=dict(statuses),
         all_final_after_cut_s=recovered_in,
-        most_active_at_once=most_active,
+        most_active_at_once_per_robot=dict(most_active),
         capacity_limit=MAX_ACTIVE_JOBS,
         dispatches_per_job=1,
     )

@@ -30,6 +30,7 @@ class System(Stack):
         redis_db: int,
         *,
         redis_url: str | None = None,
+        robots: tuple[str, ...] = (),
         **env: str,
     ) -> None:
         web_port, robot_port = free_port(), free_port()
@@ -59,16 +60,19 @@ class System(Stack):
             },
             web_port,
             robot_port,
+            robots,
         )
+        # Several robots (CONTRACT §11): a simulator each; the test's settings win.
+        self.env.update({**self.robots_env(ROBOT_TOKEN), **env})
         # Extra command-line arguments per process name, appended to its command.
         self.extra_args: dict[str, str] = {}
         self.http = requests.Session()
 
     def command(self, name: str) -> tuple[str, dict[str, str]]:
-        if name == "robot":
+        if name == "robot" or name.startswith("robot-"):
             command = (
-                f"python -m orchestrator.local.robot_simulator --port {self.robot_port} "
-                f"--item-delay 0.02 --token {ROBOT_TOKEN}"
+                f"python -m orchestrator.local.robot_simulator "
+                f"--port {self.simulator_port(name)} --item-delay 0.02 --token {ROBOT_TOKEN}"
             )
         else:
             command = procfile()[name]
@@ -88,11 +92,14 @@ class System(Stack):
     def headers(self, token: str = API_TOKEN, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", **extra}
 
-    def submit(self, orders: list[dict[str, Any]], key: str | None = None) -> requests.Response:
+    def submit(
+        self, orders: list[dict[str, Any]], key: str | None = None, robot: str | None = None
+    ) -> requests.Response:
         headers = self.headers(**({"Idempotency-Key": key} if key else {}))
-        return self.http.post(
-            f"{self.base}/api/jobs", json={"orders": orders}, headers=headers, timeout=10
-        )
+        body: dict[str, Any] = {"orders": orders}
+        if robot is not None:
+            body["robot"] = robot
+        return self.http.post(f"{self.base}/api/jobs", json=body, headers=headers, timeout=10)
 
     def job(self, job_id: str) -> dict[str, Any]:
         answer = self.http.get(f"{self.base}/api/jobs/{job_id}", headers=self.headers(), timeout=10)
@@ -111,12 +118,16 @@ class System(Stack):
 
     # --- robot simulator ---
 
-    def robot_config(self, **options: Any) -> None:
-        answer = requests.post(f"{self.robot}/_sim/config", json=options, timeout=5)
+    def simulator(self, robot: str | None = None) -> str:
+        """The URL of the simulator of ``robot`` (several robots), else of the one robot."""
+        return self.robot_urls[robot] if robot is not None else self.robot
+
+    def robot_config(self, robot: str | None = None, **options: Any) -> None:
+        answer = requests.post(f"{self.simulator(robot)}/_sim/config", json=options, timeout=5)
         assert answer.status_code == 200, answer.text
 
-    def robot_stats(self) -> dict[str, Any]:
-        return requests.get(f"{self.robot}/_sim/stats", timeout=5).json()
+    def robot_stats(self, robot: str | None = None) -> dict[str, Any]:
+        return requests.get(f"{self.simulator(robot)}/_sim/stats", timeout=5).json()
 
     def robot_reset(self) -> None:
         requests.post(f"{self.robot}/_sim/reset", timeout=5)

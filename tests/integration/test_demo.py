@@ -114,6 +114,15 @@ def test_make_run_serves_until_a_signal_then_stops_everything(tmp_path, sig):
         )
         assert health.status_code == 200
         assert f"ORCHESTRATOR_TOKEN={token.group(1)}" in text
+        # Two couriers, each its own simulator (CONTRACT §11).
+        couriers = dict(re.findall(r"robot +([a-z-]+): (http://\S+) \(a simulator\)", text))
+        assert list(couriers) == ["coordinadora", "servientrega"], text
+        assert all(requests.get(f"{u}/healthz", timeout=10).ok for u in couriers.values())
+        assert "submit examples/orders.csv --robot coordinadora --wait" in text
+        base = dashboard.group(1).removesuffix("/dashboard/")
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        robots = requests.get(f"{base}/api/robots", headers=headers, timeout=10).json()
+        assert [r["name"] for r in robots["robots"]] == ["coordinadora", "servientrega"]
         run.send_signal(sig)
         assert run.wait(60) == 0
     finally:
@@ -124,3 +133,4 @@ def test_make_run_serves_until_a_signal_then_stops_everything(tmp_path, sig):
     assert f"run: {signal.Signals(sig).name} received; stopping" in text
     assert text.rstrip().endswith("run: stopped every process it started")
     assert closed(dashboard.group(1)) and closed(flower.group(1))
+    assert all(closed(url) for url in couriers.values())

@@ -29,7 +29,9 @@ from flask import Flask, Request, abort, current_app, g, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from redis.exceptions import RedisError
 
-from ..auth import token_matches
+from orchestrator.audit import Actor
+
+from ..auth import find_token
 from ..state import orchestrator
 
 log = logging.getLogger(__name__)
@@ -90,19 +92,25 @@ def _mark(credential: str) -> str:
     return hmac.new(key, credential.encode(), hashlib.sha256).hexdigest()
 
 
-def _credentials() -> list[str]:
-    """Every credential accepted right now, in the form their marks are made from."""
-    accepted = [f"token:{t}" for t in orchestrator().settings.api_tokens]
+def _credentials() -> list[tuple[str, str, str]]:
+    """Every credential accepted right now (the form marks are made from), its name, role.
+
+    A token signs in as its API_TOKENS name and role; DASHBOARD_USER as itself, ``operate``
+    (CONTRACT §12). Looked up on every request: a changed role applies at once.
+    """
+    accepted = [(f"token:{t.token}", t.name, t.role) for t in orchestrator().settings.tokens]
     password = current_app.config.get("DASHBOARD_PASSWORD")
     if password:
-        accepted.append(f"password:{current_app.config['DASHBOARD_USER']}:{password}")
+        user = str(current_app.config["DASHBOARD_USER"])
+        accepted.append((f"password:{user}:{password}", user, "operate"))
     return accepted
 
 
 def check_login(user: str, password: str) -> tuple[str, str] | None:
     """Return (who, credential) when the login is good, else None."""
-    if password and token_matches(password, orchestrator().settings.api_tokens):
-        return "API token", f"token:{password}"
+    token = find_token(password, orchestrator().settings.tokens) if password else None
+    if token is not None:
+        return token.name, f"token:{password}"
     configured = current_app.config.get("DASHBOARD_PASSWORD")
     if configured:
         expected_user = str(current_app.config["DASHBOARD_USER"])
@@ -179,7 +187,7 @@ def sign_in(who: str, credential: str) -> None:
     session[_CSRF] = secrets.token_urlsafe(32)
     session[_SID] = sid
     session[_ISSUED] = issued
-    g.dashboard_user = who
+    g.pop("dashboard_user", None)  # read again, with its role, on first use
 
 
 def sign_out() -> None:
@@ -196,22 +204,29 @@ def sign_out() -> None:
 
 def signed_in_user() -> str | None:
     """Return who is signed in: a live session record, an accepted credential, within 12 h."""
+    actor = signed_in_actor()
+    return actor.name if actor is not None else None
+
+
+def signed_in_actor() -> Actor | None:
+    """Return the signed-in person as an actor: name, role (looked up now), address."""
     if "dashboard_user" not in g:
         g.dashboard_user = _check_session()
     return g.dashboard_user
 
 
-def _check_session() -> str | None:
+def _check_session() -> Actor | None:
     who, mark = session.get(_USER), session.get(_CREDENTIAL)
     sid, issued = session.get(_SID), session.get(_ISSUED)
     if not who or not isinstance(mark, str) or not isinstance(sid, str):
         return None
     if not isinstance(issued, int) or not 0 <= _now() - issued < SESSION_LIFETIME.total_seconds():
         return None
-    found = False
-    for credential in _credentials():
-        found |= hmac.compare_digest(mark, _mark(credential))
-    if not found:
+    found: tuple[str, str] | None = None
+    for credential, name, role in _credentials():
+        if hmac.compare_digest(mark, _mark(credential)):
+            found = (name, role)
+    if found is None:
         return None
     try:
         alive = orchestrator().rendezvous.redis.exists(_session_record(sid))
@@ -219,7 +234,7 @@ def _check_session() -> str | None:
         # A session that was signed out must not come back while Redis is away.
         log.warning("dashboard: Redis unavailable, sessions cannot be checked")
         return None
-    return str(who) if alive else None
+    return Actor(found[0], found[1], request.remote_addr) if alive else None
 
 
 def csrf_token() -> str:

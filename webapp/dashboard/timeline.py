@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orchestrator.models import Event, Job, JobStatus
+from orchestrator.models import AuditEntry, Event, Job, JobStatus
 
 _DISPATCH = {
     "accepted": ("dispatched", "the robot accepted the batch", "ok"),
@@ -37,10 +37,25 @@ class Step:
 
 
 def job_timeline(
-    job: Job, events: Iterable[Event], order_ids: Mapping[str, str], now: datetime
+    job: Job,
+    events: Iterable[Event],
+    order_ids: Mapping[str, str],
+    now: datetime,
+    entries: Iterable[AuditEntry] = (),
 ) -> list[Step]:
-    """Return the job's steps in time order: created, marked, dispatched, each callback, end."""
-    steps = [Step(job.created_at, "created", f"{job.item_count} orders received")]
+    """Return the job's steps in time order: created, marked, dispatched, each callback, end.
+
+    ``entries`` are the audit entries about the job (CONTRACT §12): who submitted it,
+    cancelled it, or resubmitted its items, each a step of its own.
+    """
+    by = f" by {job.created_by}" if job.created_by else ""
+    steps = [Step(job.created_at, "created", f"{job.item_count} orders received{by}")]
+    # Its submitter is the created step's; cancels and resubmits are steps of their own.
+    steps.extend(
+        _audit_step(entry)
+        for entry in entries
+        if entry.outcome == "ok" and entry.action != "job.submitted"
+    )
     if job.marked_at is not None:
         steps.append(Step(job.marked_at, "processing", "a worker took the job"))
     if job.dispatched_at is not None:
@@ -68,6 +83,17 @@ def job_timeline(
         )
     # Stable: steps with the same time keep the order they were added in.
     return sorted(steps, key=lambda step: step.at)
+
+
+def _audit_step(entry: AuditEntry) -> Step:
+    who = f"{entry.actor} ({entry.role})"
+    if entry.action == "job.cancelled":
+        return Step(entry.at, "cancel asked", f"by {who}", "warn")
+    if entry.action == "job.resubmitted":
+        new_job = str((entry.details or {}).get("jobId", ""))[:8]
+        count = len((entry.details or {}).get("itemIds") or [])
+        return Step(entry.at, "resubmitted", f"{count} items as job {new_job}, by {who}")
+    return Step(entry.at, entry.action, f"by {who}")
 
 
 def _event_step(event: Event, order_ids: Mapping[str, str]) -> Step:

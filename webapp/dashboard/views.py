@@ -28,8 +28,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from orchestrator import dispatch_control, lifecycle, notifications, queries
+from orchestrator import audit, dispatch_control, lifecycle, notifications, queries
 from orchestrator.batchfile import Batch, api_errors, parse_batch
+from orchestrator.config import role_includes
 from orchestrator.models import OPEN_JOB_STATUSES, Event, Job, JobStatus, utcnow
 from orchestrator.submission import (
     IdempotencyConflict,
@@ -37,12 +38,13 @@ from orchestrator.submission import (
     IdempotencyJobDeleted,
     JobNotFinal,
     ResubmitRefused,
+    UnknownRobot,
     resubmit_job,
     submit_job,
 )
 from orchestrator.text import has_unsafe_characters
 
-from .. import bind_url_job, live
+from .. import access, bind_url_job, live
 from ..schemas import PauseSchema, SubmitSchema
 from ..state import orchestrator
 from . import login
@@ -61,7 +63,6 @@ bp = Blueprint(
 PAGE_SIZE = 50
 JOB_STATUSES = [status.value for status in JobStatus]
 _SUBMISSION_ID = re.compile(r"^[0-9a-f]{32}$")
-_OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
 _submit_schema = SubmitSchema()
 _pause_schema = PauseSchema()
 QUEUE_SHOWN = 100
@@ -69,17 +70,35 @@ QUEUE_SHOWN = 100
 
 @bp.before_request
 def _guard() -> ResponseReturnValue | None:
-    """CSRF on every form post; a signed-in person for everything but login and static files."""
+    """CSRF on every form post; a signed-in person for everything but login and static files,
+    whose role allows the page or form (webapp.access: 403 and a ``denied`` entry if not)."""
     if request.method == "POST":
         login.check_csrf()
-    if request.endpoint in _OPEN_ENDPOINTS:
+    if request.endpoint in access.PUBLIC_ENDPOINTS:
         return None
-    if login.signed_in_user():
+    actor = login.signed_in_actor()
+    if actor is not None:
+        if not access.check(actor):
+            abort(403, f"{actor.name} ({actor.role}) may not do this")
         bind_url_job()  # signed in: the job its URL names may mark its log lines
         return None
     if request.endpoint and request.endpoint.startswith("dashboard.live_"):
         abort(401)  # the page's script reloads, which leads to the login page
     return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+
+
+def _actor() -> audit.Actor:
+    """Return the signed-in person, as the guard let them in."""
+    actor = login.signed_in_actor()
+    assert actor is not None  # the guard let no stranger through
+    return actor
+
+
+@bp.app_template_global()
+def may(role: str) -> bool:
+    """Tell a page whether the signed-in person's role includes ``role`` (its controls)."""
+    actor = login.signed_in_actor()
+    return actor is not None and role_includes(actor.role, role)
 
 
 @bp.app_template_global()
@@ -89,10 +108,14 @@ def csrf_token() -> str:
 
 @bp.context_processor
 def _globals() -> dict[str, Any]:
+    robots = orchestrator().settings.robot_names
     return {
         "user": login.signed_in_user(),
         "statuses": JOB_STATUSES,
         "banner_state": _banner_state,
+        "banner_robots": _banner_robots,
+        "robot_names": robots,
+        "several": len(robots) > 1,
     }
 
 
@@ -108,6 +131,17 @@ def _banner_state() -> dispatch_control.DispatchState | None:
     except SQLAlchemyError:  # the page itself says what failed; the banner is left out
         log.warning("dashboard: the dispatch state could not be read", exc_info=True)
         return None
+
+
+def _banner_robots() -> list[dispatch_control.RobotState]:
+    """Return the paused robots, for the banner when some robots but not all are paused."""
+    if not login.signed_in_user():
+        return []
+    try:
+        return [robot for robot in orchestrator().robot_states() if robot.paused]
+    except SQLAlchemyError:
+        log.warning("dashboard: the robots' states could not be read", exc_info=True)
+        return []
 
 
 @bp.app_template_filter("when")
@@ -174,8 +208,11 @@ def login_view() -> ResponseReturnValue:
             except login.SessionStoreUnavailable:
                 return _login_page("Signing in needs Redis, which does not answer; retry.", 503)
             login.forget_failures(user)
+            _record_session("session.started", _actor(), found[0])
             return redirect(_safe_next(request.args.get("next")), 303)
         login.count_failure(user)
+        stranger = audit.Actor("anonymous", "none", request.remote_addr)
+        _record_session("session.refused", stranger, _name_tried(user), audit.DENIED)
         error, status = "Wrong token, or wrong user and password.", 401
     return _login_page(error, status)
 
@@ -186,9 +223,27 @@ def _login_page(error: str | None, status: int) -> tuple[str, int]:
     return page, status
 
 
+def _name_tried(user: str) -> str:
+    """The name a sign-in tried, for its entry; never a secret typed into the name field."""
+    name = user[:64]
+    secrets_ = orchestrator().settings.secrets()
+    if any(secret in name for secret in secrets_):
+        return "(a secret, not recorded)"
+    return name
+
+
+def _record_session(action: str, actor: audit.Actor, target: str, outcome: str = "ok") -> None:
+    """Write a sign-in, sign-out or refused sign-in entry (CONTRACT §12)."""
+    with orchestrator().session() as session:
+        audit.record(session, actor, action, target, outcome=outcome)
+        session.commit()
+
+
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    actor = _actor()
     login.sign_out()
+    _record_session("session.ended", actor, actor.name)
     flash("Signed out.")
     return redirect(url_for("dashboard.login"), 303)
 
@@ -212,10 +267,16 @@ def _list_context() -> dict[str, Any]:
             after = (datetime.fromisoformat(created), str(job_id))
         except (BadSignature, ValueError, TypeError):
             abort(404, "that page of the job list does not exist")
+    settings = orchestrator().settings
+    robot = request.args.get("robot") or None
+    if robot is not None and settings.robot(robot) is None:
+        abort(404, f"there is no robot {robot!r}")
     with orchestrator().session() as session:
-        rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
-        totals = {status: count for status, count in rows}
-        jobs, more = queries.page_of_jobs(session, status, PAGE_SIZE, after)
+        by_status = select(Job.status, func.count()).group_by(Job.status)
+        if robot is not None:
+            by_status = by_status.where(Job.robot == robot)
+        totals = {status: count for status, count in session.execute(by_status)}
+        jobs, more = queries.page_of_jobs(session, status, PAGE_SIZE, after, robot=robot)
         counts = queries.item_counts(session, [job.id for job in jobs])
     older = None
     if more and jobs:
@@ -226,6 +287,7 @@ def _list_context() -> dict[str, Any]:
         "totals": totals,
         "all_jobs": sum(totals.values()),
         "status": status,
+        "robot": robot,
         "older": older,
         "before": before,
         "now": utcnow(),
@@ -294,6 +356,7 @@ def _job_context(job_id: str) -> dict[str, Any]:
         )
 
         notes, _ = notifications.page_of_notifications(session, None, 50, None, job_id=job_id)
+        entries, _ = audit.page_of_entries(session, 50, target=job_id)
     now = utcnow()
     order_ids = {item.id: item.order_id for item in items}
     return {
@@ -301,7 +364,7 @@ def _job_context(job_id: str) -> dict[str, Any]:
         "job": job,
         "items": items,
         "counts": counts,
-        "timeline": job_timeline(job, events, order_ids, now),
+        "timeline": job_timeline(job, events, order_ids, now, reversed(entries)),
         "open": job.status in OPEN_JOB_STATUSES,
         "now": now,
         "resubmitted_as": resubmitted_as,
@@ -340,7 +403,7 @@ def live_job_events(job_id: str) -> ResponseReturnValue:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        orchestrator().cancel_job(job_id)
+        orchestrator().cancel_job(job_id, _actor())
     except lifecycle.JobNotFound:
         abort(404, f"there is no job {job_id}")
     except lifecycle.TransitionRefused as exc:
@@ -369,6 +432,8 @@ def resubmit(job_id: str) -> ResponseReturnValue:
             request.form.get("confirm_unknown") == "yes",
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-resubmit:{submission}",
+            robot=request.form.get("robot") or None,
+            actor=_actor(),
         )
     except lifecycle.JobNotFound:
         abort(404, f"there is no job {job_id}")
@@ -384,12 +449,16 @@ def resubmit(job_id: str) -> ResponseReturnValue:
     except IdempotencyInProgress:
         flash("This resubmit is still being created; wait a moment.", "error")
         return back
+    except UnknownRobot as exc:
+        flash(f"Nothing was resubmitted. {_choose_one(exc)}", "error")
+        return back
     except IdempotencyJobDeleted:
         flash("This form's job was deleted since (retention); choose again.", "error")
         return back
     if result.created:
         count = len(result.job.items)
-        flash(f"Resubmitted {_orders(count)} of job {job_id[:8]} as this new job.")
+        to = f" for robot {result.job.robot}" if len(state.settings.robots) > 1 else ""
+        flash(f"Resubmitted {_orders(count)} of job {job_id[:8]} as this new job{to}.")
     else:
         flash("This form was submitted before: here is the job it created.")
     return redirect(url_for("dashboard.job_page", job_id=result.job.id), 303)
@@ -428,7 +497,7 @@ def notifications_page() -> ResponseReturnValue:
 def redeliver(notification_id: str) -> ResponseReturnValue:
     with orchestrator().session() as session:
         try:
-            notifications.redeliver(session, notification_id)
+            notifications.redeliver(session, notification_id, actor=_actor())
         except notifications.NotificationNotFound:
             abort(404, f"there is no notification {notification_id}")
         if not notifications.enabled(session):
@@ -445,23 +514,100 @@ def redeliver(notification_id: str) -> ResponseReturnValue:
 _SAFE_BACK = re.compile(r"^/dashboard/(notifications|jobs/[0-9a-f-]{36})$")
 
 
-# --- the robot: capacity, queue, pause and resume ---
+# --- the audit log (CONTRACT §12), for operate ---
+
+AUDIT_ACTIONS = [
+    "job.submitted",
+    "job.resubmitted",
+    "job.cancelled",
+    "dispatch.paused",
+    "dispatch.resumed",
+    "notification.redelivered",
+    "session.started",
+    "session.ended",
+    "session.refused",
+    "read",
+]
 
 
-def _dispatch_context() -> dict[str, Any]:
+@bp.get("/activity")
+def activity() -> ResponseReturnValue:
+    filters = {
+        name: request.args.get(name, "").strip()[:255] or None
+        for name in ("actor", "action", "target")
+    }
+    before = None
+    if request.args.get("before"):
+        try:
+            before = int(_cursor_serializer().loads(request.args["before"]))
+        except (BadSignature, ValueError, TypeError):
+            abort(404, "that page of the activity does not exist")
+    with orchestrator().session() as session:
+        entries, more = audit.page_of_entries(session, PAGE_SIZE, before, **filters)
+    older = _cursor_serializer().dumps(entries[-1].id) if more and entries else None
+    return render_template(
+        "dashboard/activity.html",
+        entries=entries,
+        filters=filters,
+        older=older,
+        actions=AUDIT_ACTIONS,
+    )
+
+
+# --- the robots: state, hours, capacity, queue, pause and resume (CONTRACT §7, §11) ---
+
+
+@bp.app_template_global()
+def robot_suffix(name: str, several: bool) -> str:
+    """The suffix of a robot's element ids: none with one robot, ``-<name>`` with several."""
+    return f"-{name}" if several else ""
+
+
+def _robots_context() -> dict[str, Any]:
     state = orchestrator()
+    now = utcnow()
+    names = state.settings.robot_names
+    several = len(names) > 1
+    shown = []
     with state.session() as session:
-        current = dispatch_control.read_state(session, state.settings)
-        waiting = dispatch_control.queue(session, limit=QUEUE_SHOWN)
-    return {"state": current, "waiting": waiting, "now": utcnow()}
+        for name, robot in zip(
+            names, dispatch_control.robot_states(session, state.settings), strict=True
+        ):
+            shown.append(
+                {
+                    "name": name,
+                    "state": robot,
+                    "waiting": dispatch_control.queue(session, robot=name, limit=QUEUE_SHOWN),
+                    "hours": robot.hours,
+                    "timezone": robot.timezone,
+                    "open": robot.open,
+                    "next_open": robot.next_open_at,
+                    # One robot keeps the page's own routes; several: each robot's.
+                    "pause_url": url_for("dashboard.pause_robot", name=name)
+                    if several
+                    else url_for("dashboard.pause"),
+                    "resume_url": url_for("dashboard.resume_robot", name=name)
+                    if several
+                    else url_for("dashboard.resume"),
+                }
+            )
+    return {"robots": shown, "several": several, "now": now}
 
 
-def _dispatch_page(problems: list[str] | None = None, form: dict[str, str] | None = None) -> Any:
+def _dispatch_page(
+    problems: list[str] | None = None,
+    form: dict[str, str] | None = None,
+    form_robot: str | None = None,
+) -> Any:
+    context = _robots_context()
+    if not context["several"]:  # one robot: its form is the page's only one
+        form_robot = context["robots"][0]["name"]
     page = render_template(
         "dashboard/dispatch.html",
         problems=problems or [],
         form=form or {},
-        **_dispatch_context(),
+        form_robot=form_robot,
+        **context,
     )
     return page, 422 if problems else 200
 
@@ -473,7 +619,7 @@ def dispatch_page() -> ResponseReturnValue:
 
 @bp.get("/live/dispatch")
 def live_dispatch() -> ResponseReturnValue:
-    return render_template("dashboard/_dispatch_live.html", **_dispatch_context())
+    return render_template("dashboard/_dispatch_live.html", **_robots_context())
 
 
 @bp.get("/live/banner")
@@ -488,8 +634,14 @@ def _as_utc_text(value: str) -> str:
     return value
 
 
-@bp.post("/dispatch/pause")
-def pause() -> ResponseReturnValue:
+def _known_robot(name: str) -> str:
+    if orchestrator().settings.robot(name) is None:
+        abort(404, f"there is no robot {name}")
+    return name
+
+
+def _pause(robot: str | None) -> ResponseReturnValue:
+    """Pause one robot, or every robot (``None``), from the page's form."""
     form = {
         "reason": request.form.get("reason", "").strip(),
         "until": request.form.get("until", ""),
@@ -505,19 +657,45 @@ def pause() -> ResponseReturnValue:
             f"{names.get(field, field)}: {'; '.join(map(str, why))}"
             for field, why in err.messages_dict.items()
         ]
-        return _dispatch_page(problems, form)
-    orchestrator().pause_dispatch(data["reason"], data.get("until"))
+        return _dispatch_page(problems, form, robot or "all")
+    orchestrator().pause_dispatch(data["reason"], data.get("until"), _actor(), robot=robot)
     until = data.get("until")
     ends = f" until {_when(until)}" if until else " until someone resumes it"
-    flash(f"Dispatching paused{ends}. Active jobs go on; new jobs wait.")
+    which = (
+        f"Dispatching to {robot}"
+        if robot and len(orchestrator().settings.robots) > 1
+        else ("Dispatching")
+    )
+    flash(f"{which} paused{ends}. Active jobs go on; new jobs wait.")
     return redirect(url_for("dashboard.dispatch_page"), 303)
+
+
+def _resume(robot: str | None) -> ResponseReturnValue:
+    orchestrator().resume_dispatch(_actor(), robot=robot)
+    several = len(orchestrator().settings.robots) > 1
+    which = f"Dispatching to {robot}" if robot and several else "Dispatching"
+    flash(f"{which} resumed: waiting jobs go to the robot as slots free up.")
+    return redirect(url_for("dashboard.dispatch_page"), 303)
+
+
+@bp.post("/dispatch/pause")
+def pause() -> ResponseReturnValue:
+    return _pause(None)
 
 
 @bp.post("/dispatch/resume")
 def resume() -> ResponseReturnValue:
-    orchestrator().resume_dispatch()
-    flash("Dispatching resumed: waiting jobs go to the robot as slots free up.")
-    return redirect(url_for("dashboard.dispatch_page"), 303)
+    return _resume(None)
+
+
+@bp.post("/robots/<name>/pause")
+def pause_robot(name: str) -> ResponseReturnValue:
+    return _pause(_known_robot(name))
+
+
+@bp.post("/robots/<name>/resume")
+def resume_robot(name: str) -> ResponseReturnValue:
+    return _resume(_known_robot(name))
 
 
 # --- submit a batch ---
@@ -533,10 +711,11 @@ def submit() -> ResponseReturnValue:
     upload = request.files.get("file")
     data: bytes | str = upload.read() if upload is not None and upload.filename else b""
     text = request.form.get("text", "")
+    robot = request.form.get("robot") or None
     if data and text.strip():
-        return _submit_form(submission, text, ["Upload a file or paste text, not both."])
+        return _submit_form(submission, text, ["Upload a file or paste text, not both."], robot)
     if not data and not text.strip():
-        return _submit_form(submission, text, ["Choose a file or paste the orders."])
+        return _submit_form(submission, text, ["Choose a file or paste the orders."], robot)
     filename = upload.filename if data and upload is not None else None
     batch = parse_batch(data or text, filename)
     problems = [str(error) for error in batch.errors]
@@ -546,8 +725,8 @@ def submit() -> ResponseReturnValue:
     if not problems:
         problems, orders = _validate(batch)
     if problems:
-        return _submit_form(submission, text, problems)
-    return _create(submission, text, orders)
+        return _submit_form(submission, text, problems, robot)
+    return _create(submission, text, orders, robot)
 
 
 def _validate(batch: Batch) -> tuple[list[str], list[dict[str, Any]]]:
@@ -559,7 +738,9 @@ def _validate(batch: Batch) -> tuple[list[str], list[dict[str, Any]]]:
     return [], data["orders"]
 
 
-def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> ResponseReturnValue:
+def _create(
+    submission: str, text: str, orders: list[dict[str, Any]], robot: str | None
+) -> ResponseReturnValue:
     state = orchestrator()
     try:
         result = submit_job(
@@ -568,31 +749,46 @@ def _create(submission: str, text: str, orders: list[dict[str, Any]]) -> Respons
             orders,
             token=f"dashboard:{login.signed_in_user()}",
             idempotency_key=f"dashboard-form:{submission}",
+            robot=robot,
+            actor=_actor(),
         )
     except IdempotencyConflict:
         problems = ["This form was already used for other orders; it is reset: submit again."]
-        return _submit_form(uuid.uuid4().hex, text, problems)
+        return _submit_form(uuid.uuid4().hex, text, problems, robot)
     except IdempotencyInProgress:
-        return _submit_form(submission, text, ["This batch is still being created; wait."])
+        return _submit_form(submission, text, ["This batch is still being created; wait."], robot)
+    except UnknownRobot as exc:
+        return _submit_form(submission, text, [_choose_one(exc)], robot)
     except IdempotencyJobDeleted:
         problems = ["This form's job was deleted since (retention); it is reset: submit again."]
-        return _submit_form(uuid.uuid4().hex, text, problems)
+        return _submit_form(uuid.uuid4().hex, text, problems, robot)
     if result.created:
-        flash(f"Job submitted: {_orders(len(orders))}.")
+        to = f" for robot {result.job.robot}" if len(state.settings.robots) > 1 else ""
+        flash(f"Job submitted{to}: {_orders(len(orders))}.")
     else:
         flash("This form was submitted before: here is the job it created.")
     return redirect(url_for("dashboard.job_page", job_id=result.job.id), 303)
+
+
+def _choose_one(exc: UnknownRobot) -> str:
+    return f"Robot: choose one of {', '.join(exc.robots)}."
 
 
 def _orders(count: int) -> str:
     return f"{count} order" if count == 1 else f"{count} orders"
 
 
-def _submit_form(submission: str, text: str = "", problems: list[str] | None = None) -> Any:
+def _submit_form(
+    submission: str,
+    text: str = "",
+    problems: list[str] | None = None,
+    robot: str | None = None,
+) -> Any:
     page = render_template(
         "dashboard/submit.html",
         submission=submission,
         text=text,
+        chosen_robot=robot,
         problems=problems or [],
         limit=orchestrator().settings.max_batch_size,
     )

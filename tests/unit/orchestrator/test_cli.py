@@ -553,3 +553,64 @@ def test_status_follow_of_an_unknown_job_says_so(cli):
     result = cli("status", "no-such-job", "--follow")
     assert result.exit_code == 1
     assert "no job no-such-job at" in result.output
+
+
+# --- orchestrator audit and db prune-audit (CONTRACT §12) ---
+
+
+def test_audit_shows_who_did_what_newest_first_and_filters(cli, csv_file, started) -> None:
+    job_id = job_id_of(cli("submit", str(csv_file)).output)
+    assert cli("cancel", job_id).exit_code == 0
+
+    shown = cli("audit")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].split()[:3] == ["at", "actor", "action"]
+    assert "job.cancelled" in lines[1] and job_id in lines[1]
+    assert "job.submitted" in lines[2] and job_id in lines[2]
+    only = cli("audit", "--action", "job.submitted", "--target", job_id).output.splitlines()
+    assert len(only) == 2 and "job.submitted" in only[1]
+    assert "no audit entries match" in cli("audit", "--actor", "nobody").output
+
+
+def test_audit_with_a_token_below_operate_is_one_line(server, sqlite_url, app) -> None:
+    from dataclasses import replace
+
+    state = app.extensions["orchestrator"]
+    state.settings = replace(state.settings, api_tokens=("grafana:read:reader-t0ken",))
+    runner = CliRunner()
+    env = {"ORCHESTRATOR_URL": server, "ORCHESTRATOR_TOKEN": "reader-t0ken"}
+    done = runner.invoke(main, ["audit"], env=env)
+    assert done.exit_code == 1
+    assert done.output.startswith("error: the audit log needs a token with the operate role")
+    assert len(done.output.strip().splitlines()) == 1
+
+
+def test_db_prune_audit_dry_run_counts_then_deletes(database_url) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import func, update
+
+    from orchestrator import audit
+    from orchestrator.models import AuditEntry
+
+    with session_scope(database_url) as session:
+        for target in ("old", "new"):
+            audit.record(session, audit.SYSTEM, "dispatch.paused", target)
+    with session_scope(database_url) as session:
+        session.execute(
+            update(AuditEntry)
+            .where(AuditEntry.target == "old")
+            .values(at=datetime.now(UTC) - timedelta(days=40))
+        )
+    env = {"APP_ENV": "development", "DATABASE_URL": database_url}
+    runner = CliRunner()
+    args = ["db", "prune-audit", "--older-than", "30"]
+    dry = runner.invoke(main, [*args, "--dry-run"], env=env)
+    assert dry.exit_code == 0 and "would delete 1 audit entries" in dry.output
+    done = runner.invoke(main, args, env=env)
+    assert done.exit_code == 0 and "deleted 1 audit entries" in done.output
+    with session_scope(database_url) as session:
+        left = session.scalars(select(AuditEntry.target)).all()
+        assert left == ["new"]
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == 1

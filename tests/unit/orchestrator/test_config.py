@@ -263,3 +263,63 @@ def test_with_sentinels_a_url_that_lists_none_is_named(name, value):
     env = {"REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "sentinel://h1:26379", name: value}
     with pytest.raises(ConfigError, match=name):
         load(**env)
+
+
+# --- named tokens and roles (CONTRACT §12) ---
+
+
+def test_a_bare_token_has_operate_and_is_named_by_its_digest():
+    import hashlib
+
+    (token,) = load(API_TOKENS="plain-s3cr3t").tokens
+    digest = hashlib.sha256(b"plain-s3cr3t").hexdigest()
+    assert (token.name, token.role, token.token) == (
+        f"token-{digest[:8]}",
+        "operate",
+        "plain-s3cr3t",
+    )
+
+
+def test_named_tokens_carry_their_role():
+    settings = load(API_TOKENS="shop:submit:shop-s3cr3t, grafana:read:mon-s3cr3t,ana:operate:a-s3")
+    shown = [(t.name, t.role, t.token) for t in settings.tokens]
+    assert shown == [
+        ("shop", "submit", "shop-s3cr3t"),
+        ("grafana", "read", "mon-s3cr3t"),
+        ("ana", "operate", "a-s3"),
+    ]
+    # Every token is a secret, never its name: none is left out, and the entries' text is not.
+    assert {"shop-s3cr3t", "mon-s3cr3t", "a-s3"} <= set(settings.secrets())
+    assert "shop-s3cr3t" not in repr(settings) and "shop" not in repr(settings)
+
+
+def test_a_name_may_be_forty_characters_with_digits_and_dashes():
+    name = "a" + "-9" * 19 + "z0"
+    assert len(name) == 41
+    with pytest.raises(ConfigError):
+        load(API_TOKENS=f"{name}:read:x-s3cr3t")
+    assert load(API_TOKENS=f"{name[:40]}:read:x-s3cr3t").tokens[0].name == name[:40]
+
+
+MALFORMED_TOKENS = {
+    "two parts": ("shop:sec-r3t-value", "entry 1: the role must be read, submit or operate"),
+    "unknown role": ("shop:admin:sec-r3t-value", "entry 1: the role must be"),
+    "empty token": ("shop:read:", "entry 1: the token after name:role: is empty"),
+    "empty name": (":read:sec-r3t-value", "entry 1: a name:role:token entry needs a name"),
+    "upper case": ("Shop:read:sec-r3t-value", "entry 1: a name:role:token entry needs a name"),
+    "leading digit": ("1shop:read:sec-r3t-value", "needs a name"),
+    "underscore": ("my_shop:read:sec-r3t-value", "needs a name"),
+    "repeated name": ("a:read:sec-r3t-value,a:operate:other-s3cr3t", "entry 2 repeats the name"),
+    "bare twice": ("sec-r3t-value,sec-r3t-value", "entry 2 repeats the name of entry 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_TOKENS))
+def test_a_malformed_entry_stops_the_start_naming_api_tokens_never_the_token(case, capsys):
+    value, expected = MALFORMED_TOKENS[case]
+    with pytest.raises(ConfigError) as raised:
+        load(API_TOKENS=value)
+    message = str(raised.value)
+    assert message.startswith("API_TOKENS ") and expected in message
+    assert "sec-r3t" not in message and "s3cr3t" not in message
+    assert "\n" not in message

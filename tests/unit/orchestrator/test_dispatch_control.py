@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from orchestrator import dispatch_control, housekeeping, lifecycle, queries
+from orchestrator import audit, dispatch_control, housekeeping, lifecycle, queries
 from orchestrator.db import connect, session_scope
 from orchestrator.models import Event, Item, Job
 from orchestrator.robot_events import HEARTBEAT, ITEM_STARTED, Outcome, apply_event
@@ -162,7 +162,7 @@ def test_concurrent_claims_never_exceed_the_limit(database_url, make_settings) -
         for job_id in jobs:
             with session_scope(database_url) as session:
                 if lifecycle.get_job(session, job_id).status == "pending":
-                    lifecycle.cancel(session, job_id)
+                    lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
 
 
 def test_hand_off_takes_the_first_parked_jobs_up_to_the_free_slots(
@@ -452,7 +452,8 @@ def test_queue_positions_follow_the_order_and_end_at_dispatch(database_url, make
     claim(database_url, high, settings)
     assert positions() == [3, 1, 2, None]
     with session_scope(database_url) as session:
-        lifecycle.cancel(session, old)  # a cancelled waiting job leaves the order
+        # a cancelled waiting job leaves the order
+        lifecycle.cancel(session, old, actor=audit.SYSTEM)
     assert positions() == [2, None, 1, None]
     with session_scope(database_url) as session:
         cancelled = session.scalars(select(Item.status).where(Item.job_id == old)).all()
@@ -463,10 +464,10 @@ def test_the_position_count_uses_the_queue_index_on_postgresql(postgres_url) -> 
     with connect(postgres_url) as conn:
         conn.exec_driver_sql("SET enable_seqscan = off")
         plan = conn.exec_driver_sql(
-            "EXPLAIN SELECT count(*) FROM jobs WHERE dispatched_at IS NULL "
+            "EXPLAIN SELECT count(*) FROM jobs WHERE robot = 'default' AND dispatched_at IS NULL "
             "AND status IN ('pending', 'processing') AND priority > 0"
         ).all()
-    assert "ix_jobs_queue" in " ".join(row[0] for row in plan)
+    assert "ix_jobs_robot_queue" in " ".join(row[0] for row in plan)
 
 
 def test_the_control_row_exists_after_migration(database_url) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from orchestrator import lifecycle
+from orchestrator import audit, lifecycle
 from orchestrator.db import session_factory, session_scope
 from orchestrator.models import Item, Job
 from orchestrator.robot_events import BATCH_COMPLETED, BATCH_FAILED, apply_event
@@ -189,7 +189,7 @@ def test_first_final_state_wins(database_url, make_settings) -> None:
     with session_scope(database_url) as session:
         assert lifecycle.finalize(session, job_id) is None
         with pytest.raises(lifecycle.TransitionRefused):
-            lifecycle.cancel(session, job_id)
+            lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
 
     job = job_row(database_url, job_id)
     assert (job.status, job.error, job.report) == ("failed", "first", None)
@@ -198,7 +198,7 @@ def test_first_final_state_wins(database_url, make_settings) -> None:
 def test_cancel_before_dispatch_blocks_the_claim(database_url, make_settings) -> None:
     job_id = new_job(database_url)
     with session_scope(database_url) as session:
-        assert lifecycle.cancel(session, job_id).status == "cancelled"
+        assert lifecycle.cancel(session, job_id, actor=audit.SYSTEM).status == "cancelled"
 
     assert claim(database_url, job_id, make_settings()) is None
     assert item_statuses(database_url, job_id) == ["error", "error"]
@@ -209,7 +209,7 @@ def test_cancel_after_dispatch_marks_items_unknown(database_url, make_settings) 
     claim(database_url, job_id, make_settings())
 
     with session_scope(database_url) as session:
-        lifecycle.cancel(session, job_id)
+        lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
 
     assert item_statuses(database_url, job_id) == ["unknown", "unknown"]
 

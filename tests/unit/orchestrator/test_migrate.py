@@ -98,6 +98,34 @@ def test_trace_parent_comes_empty_for_existing_jobs_and_goes_without_losing_them
         assert session.scalar(select(Job.trace_parent).where(Job.id == job_id)) == traceparent
 
 
+# jobs.robot and one dispatch control row per robot (CONTRACT §11).
+ROBOTS_MIGRATION = "0008"
+
+
+def test_existing_jobs_and_the_pause_belong_to_default_after_the_robots_migration(database_url):
+    down = ScriptDirectory.from_config(alembic_config(database_url)).get_revision(ROBOTS_MIGRATION)
+    assert isinstance(down.down_revision, str)
+    dispose_all()
+    downgrade(database_url, down.down_revision)
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, status, item_count, created_at, priority) "
+                "VALUES ('old-job', 'pending', 0, CURRENT_TIMESTAMP, 0)"
+            )
+        )
+        conn.execute(text("UPDATE dispatch_control SET paused = true, paused_reason = 'kept'"))
+    engine.dispose()
+
+    upgrade(database_url)
+
+    with session_scope(database_url) as session:
+        assert session.scalar(select(Job.robot).where(Job.id == "old-job")) == "default"
+        row = session.execute(text("SELECT robot, paused, paused_reason FROM dispatch_control"))
+        assert [tuple(r) for r in row] == [("default", True, "kept")]
+
+
 def test_0006_keeps_every_key_and_deleting_a_job_leaves_its_key(database_url):
     """Migration 0006 rebuilds idempotency_keys (SQLite): its rows stay, and from then on a
     deleted job leaves its key behind with job_id NULL (CONTRACT §3)."""
@@ -124,3 +152,31 @@ def test_0006_keeps_every_key_and_deleting_a_job_leaves_its_key(database_url):
         assert keys == {f"key-{kept}": kept, f"key-{gone}": None}
         assert session.get(Job, kept).callback_key is None  # claimed before: no fingerprint
         assert len(session.scalars(select(Item)).all()) == 1
+
+
+# audit_entries and jobs.created_by (CONTRACT §12): the migration that adds them.
+AUDIT_LOG = "0007"
+
+
+def test_created_by_comes_empty_for_existing_jobs_and_the_audit_table_goes_cleanly(database_url):
+    from orchestrator import audit
+    from orchestrator.models import AuditEntry
+
+    down = ScriptDirectory.from_config(alembic_config(database_url)).get_revision(AUDIT_LOG)
+    assert isinstance(down.down_revision, str)
+    job_id = new_job(database_url)
+    dispose_all()
+    downgrade(database_url, down.down_revision)
+    assert "created_by" not in columns(database_url)
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 1
+    engine.dispose()
+
+    upgrade(database_url)
+    with session_scope(database_url) as session:
+        assert session.get(Job, job_id).created_by is None  # a job from before names: none
+        audit.record(session, audit.SYSTEM, "dispatch.paused", "*", {"reason": "r"})
+    with session_scope(database_url) as session:
+        (entry,) = session.scalars(select(AuditEntry))
+        assert (entry.actor, entry.details, entry.outcome) == ("system", {"reason": "r"}, "ok")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from orchestrator import dispatch_control, lifecycle, notifications, queries
+from orchestrator import audit, dispatch_control, lifecycle, notifications, queries
 from orchestrator.config import ConfigError, load_settings
 from orchestrator.db import connect, session_scope
 from orchestrator.models import Notification
@@ -177,9 +177,9 @@ def test_a_rolled_back_finalize_leaves_no_notification_and_enqueues_nothing(
 def test_cancel_records_job_finished_once(database_url, notify) -> None:
     job_id = new_job(database_url)
     with session_scope(database_url) as session:
-        lifecycle.cancel(session, job_id)
+        lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
     with pytest.raises(lifecycle.TransitionRefused), session_scope(database_url) as session:
-        lifecycle.cancel(session, job_id)
+        lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
     [row] = rows(database_url, job_id)
     assert row.payload["status"] == "cancelled"
     assert [i["status"] for i in row.payload["items"]] == ["error", "error"]  # never dispatched
@@ -327,7 +327,7 @@ def test_an_outcome_after_a_redelivery_does_not_overwrite_it(database_url, notif
     running = claim(database_url, job_id)
     assert running is not None
     with session_scope(database_url) as session:
-        notifications.redeliver(session, running.id)
+        notifications.redeliver(session, running.id, actor=audit.SYSTEM)
     outcome(database_url, notify, running, "answered HTTP 500")  # guarded by the lease
     row = rows(database_url, job_id)[0]
     assert (row.status, row.attempts, row.last_error) == ("pending", 0, None)
@@ -336,7 +336,7 @@ def test_an_outcome_after_a_redelivery_does_not_overwrite_it(database_url, notif
 
 def test_redeliver_an_unknown_id_raises(database_url, notify) -> None:
     with pytest.raises(notifications.NotificationNotFound), session_scope(database_url) as s:
-        notifications.redeliver(s, "msg_nope")
+        notifications.redeliver(s, "msg_nope", actor=audit.SYSTEM)
 
 
 def test_the_body_is_the_same_bytes_on_every_attempt(database_url, notify) -> None:
@@ -378,6 +378,9 @@ def test_a_result_applied_after_a_finalize_it_did_not_see_still_records_job_upda
 # --- dispatch.paused and dispatch.resumed (CONTRACT §8), written with the pause itself ---
 
 
+ROBOT_FIELDS = ("name", "hours", "timezone", "open", "nextOpenAt")
+
+
 def _dispatch_rows(url: str) -> list[tuple[str, dict]]:
     return [(row.type, row.payload) for row in rows(url) if row.job_id is None]
 
@@ -386,18 +389,26 @@ def test_a_pause_and_a_resume_by_hand_are_notified_with_the_dispatch_state(
     database_url, notify, enqueued
 ) -> None:
     with session_scope(database_url) as session:
-        paused = lifecycle.pause_dispatch(session, notify, "portal maintenance")
+        paused = lifecycle.pause_dispatch(session, notify, "portal maintenance", actor=audit.SYSTEM)
     with session_scope(database_url) as session:  # a new reason for the same pause
-        lifecycle.pause_dispatch(session, notify, "portal maintenance, longer")
+        lifecycle.pause_dispatch(session, notify, "portal maintenance, longer", actor=audit.SYSTEM)
     with session_scope(database_url) as session:
-        resumed = lifecycle.resume_dispatch(session, notify)
+        resumed = lifecycle.resume_dispatch(session, notify, actor=audit.SYSTEM)
     with session_scope(database_url) as session:  # not paused: nothing resumes
-        lifecycle.resume_dispatch(session, notify)
+        lifecycle.resume_dispatch(session, notify, actor=audit.SYSTEM)
 
-    assert _dispatch_rows(database_url) == [
-        (notifications.DISPATCH_PAUSED, paused.as_json()),
-        (notifications.DISPATCH_RESUMED, resumed.as_json()),
+    # One notification per robot, its state with its name (CONTRACT §8); one robot here,
+    # so the whole state is that robot's.
+    named = [
+        {key: value for key, value in data.items() if key not in ROBOT_FIELDS}
+        for _kind, data in _dispatch_rows(database_url)
     ]
+    assert [kind for kind, _ in _dispatch_rows(database_url)] == [
+        notifications.DISPATCH_PAUSED,
+        notifications.DISPATCH_RESUMED,
+    ]
+    assert named == [paused.as_json(), resumed.as_json()]
+    assert [data["name"] for _kind, data in _dispatch_rows(database_url)] == ["default"] * 2
     assert paused.as_json()["pausedBy"] == "api"
     assert enqueued == [None, None]
 
@@ -419,7 +430,9 @@ def test_a_pause_by_itself_and_the_end_of_a_timed_pause_are_notified(
     assert "refused: 503" in data["pausedReason"]
 
     with session_scope(database_url) as session:
-        lifecycle.pause_dispatch(session, settings, "short", datetime.now(UTC) + timedelta(hours=1))
+        lifecycle.pause_dispatch(
+            session, settings, "short", datetime.now(UTC) + timedelta(hours=1), actor=audit.SYSTEM
+        )
         session.execute(
             update(dispatch_control.DispatchControl).values(
                 paused_until=datetime.now(UTC) - timedelta(seconds=1)

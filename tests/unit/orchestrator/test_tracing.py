@@ -140,7 +140,7 @@ def test_the_sdk_reads_the_standard_variables(receiver):
 
 STORED = """
 import json, sys
-from orchestrator import lifecycle, submission, tracing
+from orchestrator import audit, lifecycle, submission, tracing
 from orchestrator.config import settings_from_mapping
 from orchestrator.db import session_scope
 from orchestrator.migrate import upgrade
@@ -161,7 +161,7 @@ with tracing.job_span("housekeeping settle", "no-such-job", database_url=url):
 settings = settings_from_mapping({"database_url": url})
 with tracer.start_as_current_span("resubmit"):
     try:
-        submission.resubmit_job(settings, None, job_id)
+        submission.resubmit_job(settings, None, job_id, actor=audit.SYSTEM)
     except submission.JobNotFinal:
         pass
 trace.get_tracer_provider().force_flush()

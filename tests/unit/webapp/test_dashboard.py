@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import select
 
 from orchestrator import lifecycle
+from orchestrator.config import bare_token_name
 from orchestrator.db import session_scope
 from orchestrator.models import Item, Job
 from orchestrator.robot_events import apply_event
@@ -175,7 +176,7 @@ def test_the_session_cookie_holds_no_credential(client):
     if cookie.value.startswith("."):
         raw = zlib.decompress(raw)
     assert API_TOKEN.encode() not in raw
-    assert b"API token" in raw
+    assert bare_token_name(API_TOKEN).encode() in raw  # the token's name (CONTRACT §12)
 
 
 def test_removing_a_token_ends_its_sessions(client, app):
@@ -805,6 +806,22 @@ def test_a_paste_nested_too_deeply_is_a_problem_not_a_500(signed_in, sqlite_url)
     assert answer.status_code == 422
     assert problems(answer.get_data(as_text=True)) == [
         "line 2: pedidoInput is nested too deeply to read"
+    ]
+    assert job_rows(sqlite_url) == []
+
+
+def test_a_paste_or_upload_with_1e400_is_a_problem_and_makes_no_job(signed_in, sqlite_url):
+    """CONTRACT §3: a number no double holds is refused, in the dashboard's batches too."""
+    answer = post_batch(signed_in, '[{"orderId": "A", "pedidoInput": {"x": 1e400}}]')
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "a number does not fit a double (64-bit float) at 0.pedidoInput.x"
+    ]
+    csv = b'orderId,pedidoInput\nA,"{""x"": -1e400}"\n'
+    answer = post_batch(signed_in, file=(csv, "big.csv"))
+    assert answer.status_code == 422
+    assert problems(answer.get_data(as_text=True)) == [
+        "line 2: pedidoInput: a number does not fit a double (64-bit float) at x"
     ]
     assert job_rows(sqlite_url) == []
 

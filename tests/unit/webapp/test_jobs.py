@@ -12,7 +12,7 @@ from itsdangerous import URLSafeSerializer
 from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator import housekeeping, lifecycle, rendezvous, submission
+from orchestrator import audit, housekeeping, lifecycle, rendezvous, submission
 from orchestrator.db import session_scope
 from orchestrator.models import Item, Job
 from webapp import create_app
@@ -33,6 +33,8 @@ JOB_KEYS = {
     "priority",
     "queuePosition",
     "resubmitOf",
+    "robot",
+    "createdBy",
     "counts",
     "items",
 }
@@ -632,7 +634,7 @@ def _finish(app, job_id: str, how: str) -> None:
     settings = settings_of(app)
     with session_scope(settings.database_url) as session:
         if how == "cancelled":
-            lifecycle.cancel(session, job_id)
+            lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
             return
         lifecycle.claim_dispatch(session, job_id, settings)
         if how == "failed":

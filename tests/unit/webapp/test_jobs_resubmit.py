@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 
-from orchestrator import lifecycle, submission
+from orchestrator import audit, lifecycle, submission
 from orchestrator.db import session_scope
 from orchestrator.models import Item, Job
 from orchestrator.robot_events import apply_event
@@ -512,7 +512,12 @@ def test_concurrent_repeats_with_one_key_create_one_job(client, auth, app, start
         barrier.wait()
         try:
             result = submission.resubmit_job(
-                state.settings, state.celery, old["id"], token="t", idempotency_key="race"
+                state.settings,
+                state.celery,
+                old["id"],
+                token="t",
+                idempotency_key="race",
+                actor=audit.SYSTEM,
             )
             outcomes.append((result.created, result.job.id))
         except submission.IdempotencyInProgress:  # allowed by the contract, as for submit

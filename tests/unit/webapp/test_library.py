@@ -1,12 +1,20 @@
-"""``webapp.library.resubmit_job`` inside a host app's context, on SQLite and PostgreSQL."""
+"""``webapp.library`` submit_job and resubmit_job inside a host app's context, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
 
-from webapp.library import JobNotFinal, JobNotFound, ResubmitRefused, resubmit_job, submit_job
+from webapp.library import (
+    InvalidOrders,
+    JobNotFinal,
+    JobNotFound,
+    ResubmitRefused,
+    resubmit_job,
+    submit_job,
+)
 
-from ..conftest import unit_app
+from ..conftest import API_TOKEN, unit_app
 from .test_jobs import order
 from .test_jobs_resubmit import MIXED, finished_job, ids, stored_orders
 
@@ -57,3 +65,50 @@ def test_resubmit_job_refuses_as_the_api_does(client, auth, app, started):
         pending = submit_job([order(1)])
         with pytest.raises(JobNotFinal):
             resubmit_job(pending["id"])
+
+
+@pytest.fixture
+def two_robots(database_url, make_settings, fake_redis, started):
+    from orchestrator.robots import RobotSettings
+
+    several = tuple(RobotSettings(name=n, url="http://127.0.0.1:9") for n in ("north", "south"))
+
+    def settings(**base):
+        return make_settings(**base, several_robots=several)
+
+    return unit_app(settings, database_url)
+
+
+def test_submit_job_takes_the_robot_and_refuses_a_missing_or_unknown_one(two_robots, started):
+    with two_robots.app_context():
+        job = submit_job([order(1)], robot="south")
+        assert job["robot"] == "south" and job["queuePosition"] == 1
+        assert started.job_ids == [job["id"]]
+        for robot in (None, "nowhere"):
+            with pytest.raises(InvalidOrders) as refused:
+                submit_job([order(2)], robot=robot)
+            assert list(refused.value.details) == ["robot"]
+    assert started.job_ids == [job["id"]]  # nothing else was created
+
+
+def test_submit_job_with_one_robot_needs_no_robot(app):
+    with app.app_context():
+        assert submit_job([order(1)])["robot"] == "default"
+        with pytest.raises(InvalidOrders):
+            submit_job([order(2)], robot="nowhere")
+
+
+def test_resubmit_job_to_another_robot(two_robots, started):
+    with two_robots.app_context():
+        old = submit_job([order(1), order(2)], robot="south")
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    cancelled = two_robots.test_client().post(f"/api/jobs/{old['id']}/cancel", headers=headers)
+    assert cancelled.status_code == 200  # never dispatched: its items are error
+    with two_robots.app_context():
+        with pytest.raises(ResubmitRefused) as refused:
+            resubmit_job(old["id"], robot="nowhere")
+        assert list(refused.value.details) == ["robot"]
+        new = resubmit_job(old["id"], robot="north")
+        same = resubmit_job(old["id"], idempotency_key="again")
+    assert (new["robot"], new["resubmitOf"]) == ("north", old["id"])
+    assert same["robot"] == "south"  # by default the old job's robot

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from orchestrator import lifecycle, live, robot_events
+from orchestrator import audit, lifecycle, live, robot_events
 from orchestrator.db import session_scope
 from webapp import create_app
 from webapp import live as web_live
@@ -357,7 +357,7 @@ def test_a_commit_announces_the_jobs_it_changed_once_after_the_commit(app, clien
     settings = app.extensions["orchestrator"].settings
     with session_scope(settings.database_url) as session:
         for job in jobs:
-            lifecycle.cancel(session, job["id"])
+            lifecycle.cancel(session, job["id"], actor=audit.SYSTEM)
         session.flush()
         assert announcements() == []  # nothing before the commit
     assert announcements() == [sorted(job["id"] for job in jobs)]  # one PUBLISH
@@ -367,7 +367,7 @@ def test_a_rolled_back_change_is_not_announced(app, client, announcements):
     job = submit(client)
     settings = app.extensions["orchestrator"].settings
     with pytest.raises(RuntimeError), session_scope(settings.database_url) as session:
-        lifecycle.cancel(session, job["id"])
+        lifecycle.cancel(session, job["id"], actor=audit.SYSTEM)
         raise RuntimeError("rolled back")
     assert announcements() == []
     assert client.get(f"/api/jobs/{job['id']}", headers=AUTH).get_json()["status"] == "pending"

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
-from orchestrator import lifecycle
+from orchestrator import audit, lifecycle
 from orchestrator.db import session_scope
 from orchestrator.models import Notification, utcnow
 from orchestrator.robot_events import BATCH_COMPLETED, apply_event
@@ -96,9 +96,9 @@ def test_every_status_is_present_on_an_empty_database(client) -> None:
 
 def test_the_paused_gauge_follows_a_pause_and_a_resume(app, client) -> None:
     state = app.extensions["orchestrator"]
-    state.pause_dispatch("portal maintenance")
+    state.pause_dispatch("portal maintenance", None, audit.SYSTEM)
     assert scrape(client)[("orchestrator_dispatch_paused", ())] == 1
-    state.resume_dispatch()
+    state.resume_dispatch(audit.SYSTEM)
     assert scrape(client)[("orchestrator_dispatch_paused", ())] == 0
 
 
@@ -144,7 +144,7 @@ def test_job_gauges_follow_the_database(app, client, database_url) -> None:
     for _ in range(2):
         cancelled, _ = new_job(settings, database_url)
         with session_scope(database_url) as session:
-            lifecycle.cancel(session, cancelled)
+            lifecycle.cancel(session, cancelled, actor=audit.SYSTEM)
 
     samples = scrape(client)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
-from orchestrator import lifecycle, notifications, tasks
+from orchestrator import audit, lifecycle, notifications, tasks
 from orchestrator.db import session_scope
 from orchestrator.models import Notification
 from webapp import create_app
@@ -199,7 +199,7 @@ def test_the_job_page_shows_its_notifications(client, sqlite_url, monkeypatch) -
     with session_scope(sqlite_url) as session:
         job_id = lifecycle.create_job(session, [{"orderId": "A", "pedidoInput": {}}]).id
     with session_scope(sqlite_url) as session:
-        lifecycle.cancel(session, job_id)
+        lifecycle.cancel(session, job_id, actor=audit.SYSTEM)
     signed = _signed_in(client)
     html = signed.get(f"/dashboard/jobs/{job_id}").get_data(as_text=True)
     assert 'id="notifications"' in html and "job.finished" in html

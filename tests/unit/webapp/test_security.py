@@ -212,6 +212,10 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
 
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
+        "/api/robots",
+        "/api/robots/{name}",
+        "/api/robots/{name}/pause",
+        "/api/robots/{name}/resume",
         "/api/jobs",
         "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/cancel",
@@ -220,6 +224,7 @@ def test_openapi_document_names_every_route_and_the_batch_limit(client, app) -> 
         "/api/dispatch",
         "/api/dispatch/pause",
         "/api/dispatch/resume",
+        "/api/audit",
         "/api/robot/jobs/{job_id}/events",
         "/api/notifications",
         "/api/notifications/{notification_id}/redeliver",
@@ -343,3 +348,14 @@ def test_a_job_id_marks_log_lines_only_once_the_request_is_authenticated(
     known = client.get(f"/api/jobs/{job['id']}", headers={"Authorization": "Bearer b"})
     assert known.status_code == 200
     assert bound == [job["id"], job["id"]]
+
+
+def test_a_named_token_has_its_own_limit_bucket(monkeypatch, sqlite_url, make_settings, fake_redis):
+    monkeypatch.setenv("RATE_LIMIT_API", "2/hour")
+    tokens = ("shop:submit:shop-t0ken", "grafana:read:mon-t0ken")
+    app = create_app(make_settings(database_url=sqlite_url, redis_url=REDIS_URL, api_tokens=tokens))
+    client = app.test_client()
+    shop = {"Authorization": "Bearer shop-t0ken"}
+    assert [client.get("/api/jobs", headers=shop).status_code for _ in range(3)] == [200, 200, 429]
+    # Counted by token, not by the address the two share.
+    assert client.get("/api/jobs", headers={"Authorization": "Bearer mon-t0ken"}).status_code == 200

@@ -713,10 +713,17 @@ def test_the_timeline_records_dispatch_arrivals_and_answered_reports(
     assert all(before <= d["at"] <= time.time() for d in timeline["dispatches"])
     arrived = {d["jobId"]: d["at"] for d in timeline["dispatches"]}
     assert all(r["at"] >= arrived[r["jobId"]] for r in timeline["reports"])
+    # A browser worked each job from after its arrival until its report was answered.
+    worked = {w["jobId"]: w for w in timeline["work"]}
+    assert sorted(worked) == sorted(b["jobId"] for b in bodies)
+    reported = {r["jobId"]: r["at"] for r in timeline["reports"]}
+    for job_id, work in worked.items():
+        assert arrived[job_id] <= work["start"] <= reported[job_id] <= work["end"]
     http.post(f"{sim.url}/_sim/reset", timeout=5)
     assert http.get(f"{sim.url}/_sim/timeline", timeout=5).json() == {
         "dispatches": [],
         "reports": [],
+        "work": [],
     }
 
 
