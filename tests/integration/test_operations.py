@@ -243,8 +243,9 @@ def test_rotation_keeps_jobs_dispatched_before_it_verifying(ops: System) -> None
     refused = ops.send_event(old_job, "robot.item.started", {"itemId": second}, secret=old_secret)
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "unauthorized"
-    # Signed with the rotated value's secret for the job, it verifies.
+    # Nor does the current value sign for it: a job verifies only with the secret of the value
+    # it was dispatched under (CONTRACT §9).
     new_secret = job_callback_secret(rotated, old_job)
     assert (
         ops.send_event(old_job, "robot.item.started", {"itemId": second}, secret=new_secret)
-    ).status_code == 200
+    ).status_code == 401
