@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
@@ -185,15 +185,7 @@ def read(job_id: str) -> ResponseReturnValue:
 @bp.get("/<job_id>/stream")
 def stream(job_id: str) -> ResponseReturnValue:
     """The job now, then each change until it is final, as server-sent events (§13)."""
-    state = orchestrator()
-    response = live.stream_response(
-        current_app._get_current_object(),  # type: ignore[attr-defined]
-        state,
-        job_id,
-        request.environ,
-        request.headers.get("Last-Event-ID"),
-        live.reader(state, job_id),
-    )
+    response = live.job_stream(orchestrator(), job_id)
     if response is None:
         raise ApiError(404, f"no job with id {job_id!r}")
     return response

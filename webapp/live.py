@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app, request
 from redis.exceptions import RedisError
 
 from orchestrator import queries
@@ -336,6 +336,18 @@ def stream_response(
 
 def never_final(_state: Any) -> bool:
     return False
+
+
+def job_stream(state: Orchestrator, job_id: str) -> Response | None:
+    """Answer this request with the job's stream (§13); None when there is no such job."""
+    return stream_response(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state,
+        job_id,
+        request.environ,
+        request.headers.get("Last-Event-ID"),
+        reader(state, job_id),
+    )
 
 
 def reader(state: Orchestrator, job_id: str) -> Callable[[], dict[str, Any] | None]:

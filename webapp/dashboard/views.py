@@ -386,15 +386,7 @@ def live_job(job_id: str) -> ResponseReturnValue:
 @bp.get("/live/jobs/<job_id>/events")
 def live_job_events(job_id: str) -> ResponseReturnValue:
     """The job's live stream (CONTRACT §13) for a signed-in person: the page then fetches itself."""
-    state = orchestrator()
-    response = live.stream_response(
-        current_app._get_current_object(),  # type: ignore[attr-defined]
-        state,
-        job_id,
-        request.environ,
-        request.headers.get("Last-Event-ID"),
-        live.reader(state, job_id),
-    )
+    response = live.job_stream(orchestrator(), job_id)
     if response is None:
         abort(404, f"there is no job {job_id}")
     return response
