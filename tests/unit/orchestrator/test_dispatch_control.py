@@ -17,9 +17,11 @@ def orders(count: int = 1) -> list[dict]:
     return [{"orderId": f"ORD-{n}", "pedidoInput": {"n": n}} for n in range(count)]
 
 
-def new_job(url: str, priority: int = 0, age_seconds: float = 0.0, items: int = 1) -> str:
+def new_job(
+    url: str, priority: int = 0, age_seconds: float = 0.0, items: int = 1, robot: str = "default"
+) -> str:
     with session_scope(url) as session:
-        job = lifecycle.create_job(session, orders(items), priority=priority)
+        job = lifecycle.create_job(session, orders(items), priority=priority, robot=robot)
         job.created_at = datetime.now(UTC) - timedelta(seconds=age_seconds)
         return job.id
 

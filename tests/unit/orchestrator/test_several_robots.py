@@ -25,26 +25,13 @@ from orchestrator.db import connect, session_scope
 from orchestrator.models import Item, Job, Notification
 from orchestrator.robots import Hours, RobotSettings
 
-
-def orders(count: int = 1) -> list[dict]:
-    return [{"orderId": f"ORD-{n}", "pedidoInput": {"n": n}} for n in range(count)]
+from . import test_dispatch_control as control_tests
+from .test_dispatch_control import claim, job_row
 
 
 def new_job(url: str, robot: str, age_seconds: float = 0.0, priority: int = 0, items: int = 1):
-    with session_scope(url) as session:
-        job = lifecycle.create_job(session, orders(items), priority=priority, robot=robot)
-        job.created_at = datetime.now(UTC) - timedelta(seconds=age_seconds)
-        return job.id
-
-
-def claim(url: str, job_id: str, settings) -> lifecycle.DispatchTicket | None:
-    with session_scope(url) as session:
-        return lifecycle.claim_dispatch(session, job_id, settings)
-
-
-def job_row(url: str, job_id: str) -> Job:
-    with session_scope(url) as session:
-        return lifecycle.get_job(session, job_id)
+    """A waiting job of ``robot``, made as the single-robot tests make theirs."""
+    return control_tests.new_job(url, priority, age_seconds, items, robot=robot)
 
 
 def robot_state(url: str, settings, robot: str | None):
