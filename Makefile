@@ -32,9 +32,9 @@ run: $(STAMP)
 	$(BIN)/python -m orchestrator.local.demo --run
 
 ## The whole suite: lint, unit tests (SQLite and PostgreSQL), integration tests on real processes,
-## the fault suite. PYTEST_WORKERS=2: in two processes (pytest-xdist, each with a redis-server of
-## its own; a test module stays on one worker, so its running stack serves all its tests).
-PYTEST_WORKERS ?= 0
+## the fault suite, in two processes (pytest-xdist, each with a redis-server of its own; a test
+## module stays on one worker, so its running stack serves all its tests). PYTEST_WORKERS=0: in one.
+PYTEST_WORKERS ?= 2
 test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope
 
@@ -49,7 +49,7 @@ test-faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults
 
 ## The property-based and schema-driven tests (marker `hypothesis`) with fresh randomness and
-## four times the examples of `make test` (profile "fuzz", tests/conftest.py); about 10 minutes,
+## five times the examples of `make test` (profile "fuzz", tests/conftest.py); about 10 minutes,
 ## stopped after 15 whatever happens.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz timeout --signal=INT 900 $(BIN)/python -m pytest -m hypothesis -p no:cacheprovider
