@@ -34,7 +34,7 @@ pytestmark = pytest.mark.faults
 
 LIMIT = 64 * 1024
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-# 60 examples a test under the repeatable profile (tests/conftest.py), 300 under `make fuzz`.
+# 60 examples a test under the repeatable profile (tests/conftest.py), 480 under `make fuzz`.
 FUZZ = settings(
     max_examples=settings.default.max_examples * 3 // 5,
     deadline=None,
