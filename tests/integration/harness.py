@@ -67,6 +67,10 @@ class System(Stack):
         # Extra command-line arguments per process name, appended to its command.
         self.extra_args: dict[str, str] = {}
         self.http = requests.Session()
+        # A new connection per request: the web process closes an idle kept-alive connection
+        # after 2 s (docs/security.md), and a request sent on it at that moment is reset
+        # unanswered. Tests often wait about that long between two requests.
+        self.http.headers["Connection"] = "close"
 
     def command(self, name: str) -> tuple[str, dict[str, str]]:
         if name == "robot" or name.startswith("robot-"):

@@ -81,10 +81,23 @@ def stream_url(system: System, job_id: str) -> str:
     return f"{system.base}/api/jobs/{job_id}/stream"
 
 
+# The streams a test opened; closed after it, so that a failed test leaves none open behind it
+# (an open stream keeps the process's subscription, which the next tests count).
+_opened: list[requests.Response] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_streams() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def open_stream(system: System, job_id: str) -> requests.Response:
     answer = requests.get(
         stream_url(system, job_id), headers=system.headers(), stream=True, timeout=(5, 30)
     )
+    _opened.append(answer)
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"].startswith("text/event-stream")
     assert answer.headers["Cache-Control"] == "no-cache"
