@@ -49,7 +49,7 @@ test-faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults
 
 ## The property-based and schema-driven tests (marker `hypothesis`) with fresh randomness and
-## eight times the examples of `make test` (profile "fuzz", tests/conftest.py); about 10 minutes,
+## six times the examples of `make test` (profile "fuzz", tests/conftest.py); about 10 minutes,
 ## stopped after 15 whatever happens.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz timeout --signal=INT 900 $(BIN)/python -m pytest -m hypothesis -p no:cacheprovider

@@ -24,11 +24,11 @@ from tests import figures
 # Property-based and schema-driven tests (hypothesis, schemathesis) draw the same examples on
 # every run: derandomized, and no example database carried from one run to the next, so that
 # `make test` gives the same verdict every time. `make fuzz` selects the "fuzz" profile: fresh
-# randomness and eight times the examples (tests that set their own number scale it by
+# randomness and six times the examples (tests that set their own number scale it by
 # `settings.default.max_examples`). A failure prints the reproduce blob either way.
 settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
 settings.register_profile(
-    "fuzz", derandomize=False, database=None, print_blob=True, max_examples=800
+    "fuzz", derandomize=False, database=None, print_blob=True, max_examples=600
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
